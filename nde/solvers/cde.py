@@ -1,0 +1,148 @@
+"""Controlled differential equations, reduced to ODEs through the control's derivative.
+
+Solves ``z(t) = z0 + ∫ f(s, z(s)) dX(s)`` for a differentiable control path ``X`` (a torchcde
+interpolation), by integrating the ODE ``dz/dt = f(t, z) · dX/dt`` with torchdiffeq, exactly as
+``torchcde.cdeint`` does. Unlike ``torchcde.cdeint``, gradients reach the control's coefficients under
+the adjoint method too (they are passed to the adjoint as parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from nde.solvers.common import (
+    AdjointMode,
+    Solution,
+    SolverInputError,
+    SolveStats,
+    check_initial_state,
+    check_output_shape,
+    check_times,
+)
+from nde.solvers.ode import CountingField, check_ode_method, integrate
+
+__all__ = ["Control", "solve_cde"]
+
+
+class Control(Protocol):
+    """A continuous path ``X(t)`` with values ``[B, C]``, such as ``torchcde.CubicSpline``."""
+
+    @property
+    def interval(self) -> Tensor: ...
+
+    @property
+    def grid_points(self) -> Tensor: ...
+
+    def evaluate(self, t: Tensor) -> Tensor: ...
+
+    def derivative(self, t: Tensor) -> Tensor: ...
+
+
+class ControlledField(nn.Module):
+    """The ODE vector field ``g(t, z) = f(t, z) @ dX/dt(t)``: ``[B, H, C] @ [B, C] -> [B, H]``."""
+
+    def __init__(self, vector_field: Callable[[Tensor, Tensor], Tensor], control: Control,
+                 expected_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        if isinstance(vector_field, nn.Module):
+            self.vector_field = vector_field
+        else:
+            object.__setattr__(self, "vector_field", vector_field)
+        object.__setattr__(self, "control", control)
+        self._expected_shape: tuple[int, int, int] | None = expected_shape
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        matrix = self.vector_field(t, z)
+        if self._expected_shape is not None:
+            check_output_shape(matrix, self._expected_shape, "CDE vector field")
+            self._expected_shape = None
+        dxdt = self.control.derivative(t)
+        return (matrix @ dxdt.unsqueeze(-1)).squeeze(-1)
+
+
+def _is_piecewise_linear(control: Control) -> bool:
+    return type(control).__name__ == "LinearInterpolation"
+
+
+def solve_cde(
+    vector_field: Callable[[Tensor, Tensor], Tensor],
+    control: Control,
+    z0: Tensor,
+    times: Tensor | None = None,
+    *,
+    method: str = "rk4",
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    step_size: float | None = None,
+    adjoint: AdjointMode = "direct",
+    options: dict[str, Any] | None = None,
+) -> Solution:
+    """Solve the CDE ``dz = f(t, z) dX(t)`` from ``z(times[0]) = z0``.
+
+    Args:
+        vector_field: ``f(t, z)``, ``z [B, H]`` -> ``[B, H, C]``; keep it bounded (e.g. end in tanh) so
+            that the solve stays stable.
+        control: the path ``X`` with ``derivative(t) -> [B, C]``, e.g. ``torchcde.CubicSpline`` or
+            ``torchcde.LinearInterpolation`` (see :func:`nde.layers.make_control`).
+        z0: initial hidden state ``[B, H]``.
+        times: output times ``[T]`` inside ``control.interval``; default: the interval's two ends.
+        method: an ODE method of :data:`nde.solvers.ODE_METHODS`; fixed-step by default (``"rk4"``).
+        rtol, atol: tolerances of adaptive methods (torchcde's defaults).
+        step_size: step of fixed-step methods; default the smallest gap between the control's grid
+            points, so that no observation is stepped over.
+        adjoint: ``"direct"`` or ``"adjoint"``.
+        options: further torchdiffeq options. For adaptive methods on a piecewise-linear control the
+            control's grid points are passed as ``jump_t`` (derivative discontinuities) unless given.
+
+    Returns:
+        :class:`Solution` with ``ys [B, T, H]``.
+    """
+    spec = check_ode_method(method, adjoint, step_size)
+    check_initial_state(z0, "z0")
+    for attribute in ("derivative", "evaluate", "interval", "grid_points"):
+        if not hasattr(control, attribute):
+            raise SolverInputError(
+                f"`control` has no `{attribute}`: pass a torchcde interpolation such as "
+                "torchcde.CubicSpline(coeffs) (nde.layers.make_control builds one)."
+            )
+    interval = control.interval
+    if times is None:
+        times = interval.to(z0.dtype)
+    check_times(times, z0)
+    slack = 1e-6 * float((interval[1] - interval[0]).abs()) + 1e-12
+    if float(times[0]) < float(interval[0]) - slack or float(times[-1]) > float(interval[1]) + slack:
+        raise SolverInputError(
+            f"`times` spans [{float(times[0])}, {float(times[-1])}] but the control is only defined on "
+            f"[{float(interval[0])}, {float(interval[1])}]."
+        )
+    x0 = control.evaluate(times[0])
+    if x0.ndim != 2 or x0.shape[0] != z0.shape[0]:
+        raise SolverInputError(
+            f"the control has values of shape {list(x0.shape)} but z0 has batch size {z0.shape[0]}; "
+            "the control must be [B, C] at each time with the same B."
+        )
+    batch, hidden = z0.shape
+    channels = x0.shape[1]
+
+    opts = dict(options or {})
+    grid = control.grid_points
+    if not spec.adaptive and step_size is None:
+        step_size = float((grid[1:] - grid[:-1]).min()) if grid.numel() > 1 else None
+    if spec.adaptive and _is_piecewise_linear(control) and "jump_t" not in opts:
+        opts["jump_t"] = grid
+
+    stats = SolveStats()
+    field = ControlledField(vector_field, control, (batch, hidden, channels))
+    func = CountingField(field, stats, (batch, hidden), "CDE vector field", spec.adaptive)
+    params: tuple[Tensor, ...] = ()
+    if isinstance(vector_field, nn.Module):
+        params = tuple(vector_field.parameters())
+    if isinstance(control, nn.Module):
+        # torchcde keeps the coefficients as buffers: hand those needing gradients to the adjoint.
+        params = params + tuple(b for b in control.buffers() if b.requires_grad)
+    ys = integrate(func, z0, times, spec=spec, rtol=rtol, atol=atol, step_size=step_size,
+                   adjoint=adjoint, options=opts, adjoint_params=params)
+    return Solution(ys=ys, times=times, stats=stats)

@@ -1,0 +1,272 @@
+"""Stochastic differential equations through torchsde.
+
+Solves ``dy = f(t, y) dt + g(t, y) ∘ dW`` (Stratonovich) or ``dy = f(t, y) dt + g(t, y) dW`` (Itô) with
+fixed steps ``dt``, and returns ``y`` at every entry of ``times``.
+
+Noise types and the shape of ``g(t, y)`` for a state ``y [B, C]`` and ``m`` Brownian channels:
+
+- ``"diagonal"``: ``[B, C]``, ``m = C``, and ``g_i`` may depend on ``y_i`` only;
+- ``"general"``: ``[B, C, m]``;
+- ``"additive"``: ``[B, C, m]``, not depending on ``y``;
+- ``"scalar"``: ``[B, C, 1]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torchsde
+from torch import Tensor, nn
+
+from nde.solvers.common import (
+    AdjointMode,
+    Solution,
+    SolverInputError,
+    SolveStats,
+    check_initial_state,
+    check_output_shape,
+    check_positive,
+    check_times,
+)
+
+__all__ = ["NOISE_TYPES", "SDE_METHODS", "SDEMethod", "solve_sde"]
+
+NoiseType = Literal["diagonal", "general", "additive", "scalar"]
+SDEType = Literal["ito", "stratonovich"]
+NOISE_TYPES: tuple[str, ...] = ("diagonal", "general", "additive", "scalar")
+_ALL_NOISE = NOISE_TYPES
+_COMMUTATIVE = ("diagonal", "additive", "scalar")
+
+
+@dataclass(frozen=True)
+class SDEMethod:
+    """Capabilities of one torchsde method.
+
+    Attributes:
+        name: torchsde's name.
+        sde_type: the calculus it discretises (``"ito"`` or ``"stratonovich"``; Milstein has both).
+        noise_types: noise types it supports.
+        strong_order: strong order of convergence for the supported noise types.
+        levy_area: the Lévy-area approximation it needs from the Brownian motion.
+    """
+
+    name: str
+    sde_types: tuple[str, ...]
+    noise_types: tuple[str, ...]
+    strong_order: float
+    levy_area: str = "none"
+
+
+SDE_METHODS: dict[str, SDEMethod] = {
+    m.name: m
+    for m in (
+        SDEMethod("euler", ("ito",), _ALL_NOISE, 0.5),
+        SDEMethod("milstein", ("ito", "stratonovich"), _COMMUTATIVE, 1.0),
+        SDEMethod("srk", ("ito",), _COMMUTATIVE, 1.5, "space-time"),
+        SDEMethod("midpoint", ("stratonovich",), _ALL_NOISE, 0.5),
+        SDEMethod("heun", ("stratonovich",), _ALL_NOISE, 0.5),
+        SDEMethod("euler_heun", ("stratonovich",), _ALL_NOISE, 0.5),
+        SDEMethod("reversible_heun", ("stratonovich",), _ALL_NOISE, 0.5),
+        SDEMethod("log_ode", ("stratonovich",), _ALL_NOISE, 0.5, "foster"),
+    )
+}
+
+_DEFAULT_METHOD = {"ito": "euler", "stratonovich": "midpoint"}
+_SDE_ADJOINTS = ("direct", "adjoint", "reversible_heun")
+
+
+class CountingSDE(nn.Module):
+    """The object torchsde integrates: drift ``f`` and diffusion ``g`` with evaluation counters."""
+
+    def __init__(self, drift: Callable[[Tensor, Tensor], Tensor], diffusion: Callable[[Tensor, Tensor], Tensor],
+                 noise_type: str, sde_type: str, stats: SolveStats, drift_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        for name, fn in (("drift", drift), ("diffusion", diffusion)):
+            if isinstance(fn, nn.Module):
+                setattr(self, name, fn)
+            else:
+                object.__setattr__(self, name, fn)
+        self.noise_type = noise_type
+        self.sde_type = sde_type
+        self.stats = stats
+        self.in_backward = False
+        self._drift_shape: tuple[int, ...] | None = drift_shape
+
+    def _count(self) -> None:
+        if self.in_backward:
+            self.stats.nfe_backward += 1
+        else:
+            self.stats.nfe_forward += 1
+
+    def f(self, t: Tensor, y: Tensor) -> Tensor:
+        self._count()
+        out = self.drift(t, y)
+        if self._drift_shape is not None:
+            check_output_shape(out, self._drift_shape, "drift")
+            self._drift_shape = None
+        return out
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor:
+        self._count()
+        return self.diffusion(t, y)
+
+
+def _count_steps(times: Tensor, dt: float) -> int:
+    """Steps torchsde's fixed-step loop takes: steps of ``dt`` until each output time is reached."""
+    ts = times.detach().cpu().tolist()
+    curr, steps = ts[0], 0
+    for out_t in ts[1:]:
+        while curr < out_t:
+            curr = min(curr + dt, ts[-1])
+            steps += 1
+    return steps
+
+
+def _expected_diffusion_shape(noise_type: str, batch: int, channels: int, got: Tensor) -> tuple[int, ...]:
+    if noise_type == "diagonal":
+        return (batch, channels)
+    if noise_type == "scalar":
+        return (batch, channels, 1)
+    if got.ndim != 3:
+        raise SolverInputError(
+            f"with noise_type={noise_type!r} the diffusion must return [B, C, m], got shape {list(got.shape)}."
+        )
+    return (batch, channels, got.shape[2])
+
+
+def check_sde_method(method: str | None, noise_type: str, sde_type: str, adjoint: str) -> SDEMethod:
+    """Pick the default method and check method, noise type, calculus and adjoint against each other."""
+    if noise_type not in NOISE_TYPES:
+        raise SolverInputError(f"unknown noise_type {noise_type!r}; choose one of {NOISE_TYPES}.")
+    if sde_type not in _DEFAULT_METHOD:
+        raise SolverInputError(f"unknown sde_type {sde_type!r}; choose 'ito' or 'stratonovich'.")
+    if adjoint not in _SDE_ADJOINTS:
+        raise SolverInputError(f"unknown adjoint {adjoint!r}; choose one of {_SDE_ADJOINTS}.")
+    if method is None:
+        method = "reversible_heun" if adjoint == "reversible_heun" else _DEFAULT_METHOD[sde_type]
+    if method not in SDE_METHODS:
+        raise SolverInputError(f"unknown SDE method {method!r}; choose one of {sorted(SDE_METHODS)}.")
+    spec = SDE_METHODS[method]
+    if sde_type not in spec.sde_types:
+        others = sorted(m for m, s in SDE_METHODS.items() if sde_type in s.sde_types)
+        raise SolverInputError(
+            f"method {method!r} discretises {'/'.join(spec.sde_types)} SDEs, not {sde_type}; "
+            f"for sde_type={sde_type!r} use one of {others}."
+        )
+    if noise_type not in spec.noise_types:
+        others = sorted(m for m, s in SDE_METHODS.items() if noise_type in s.noise_types and sde_type in s.sde_types)
+        raise SolverInputError(
+            f"method {method!r} does not support noise_type={noise_type!r}; use one of {others}."
+        )
+    if adjoint == "reversible_heun" and (method != "reversible_heun" or sde_type != "stratonovich"):
+        raise SolverInputError(
+            "adjoint='reversible_heun' needs method='reversible_heun' and sde_type='stratonovich' "
+            f"(got method={method!r}, sde_type={sde_type!r})."
+        )
+    if adjoint == "adjoint" and sde_type == "ito" and noise_type == "general":
+        # The adjoint of an Itô SDE needs the Itô–Stratonovich correction, which torchsde computes
+        # only for commuting noise.
+        raise SolverInputError(
+            "adjoint='adjoint' is not supported for Itô SDEs with general noise; use sde_type='stratonovich' "
+            "(e.g. method='midpoint', or adjoint='reversible_heun'), or adjoint='direct'."
+        )
+    if adjoint == "adjoint" and method == "log_ode":
+        raise SolverInputError("adjoint='adjoint' does not support method='log_ode'; use 'midpoint'.")
+    return spec
+
+
+def solve_sde(
+    drift: Callable[[Tensor, Tensor], Tensor],
+    diffusion: Callable[[Tensor, Tensor], Tensor],
+    y0: Tensor,
+    times: Tensor,
+    *,
+    noise_type: NoiseType = "diagonal",
+    sde_type: SDEType = "ito",
+    method: str | None = None,
+    dt: float = 1e-2,
+    adjoint: AdjointMode = "direct",
+    bm: torchsde.BrownianInterval | None = None,
+    seed: int | None = None,
+) -> Solution:
+    """Solve ``dy = f(t, y) dt + g(t, y) dW`` from ``y(times[0]) = y0`` with fixed steps ``dt``.
+
+    Args:
+        drift: ``f(t, y)``, ``y [B, C]`` -> ``[B, C]``.
+        diffusion: ``g(t, y)``, shape by ``noise_type`` (see the module docstring).
+        y0: initial state ``[B, C]``.
+        times: output times ``[T]``, strictly increasing.
+        noise_type: ``"diagonal"``, ``"general"``, ``"additive"`` or ``"scalar"``.
+        sde_type: ``"ito"`` or ``"stratonovich"``.
+        method: a key of :data:`SDE_METHODS`; default ``"euler"`` (Itô), ``"midpoint"`` (Stratonovich),
+            ``"reversible_heun"`` under ``adjoint="reversible_heun"``.
+        dt: the fixed step. Under ``adjoint="reversible_heun"`` every gap of ``times`` must be a whole
+            number of steps, so that the backward pass retraces the forward one exactly.
+        adjoint: ``"direct"`` (backpropagate through the solver), ``"adjoint"`` (the stochastic adjoint of
+            Li et al., 2020) or ``"reversible_heun"`` (Kidger et al., 2021: exact gradients of the
+            discretisation, memory flat in the number of steps).
+        bm: a Brownian motion of size ``[B, m]`` over ``[times[0], times[-1]]``, e.g. to reuse one path
+            across solves; by default a ``torchsde.BrownianInterval`` seeded by ``seed`` is made.
+        seed: seed of the default Brownian motion (``None``: drawn from torch's global generator, so that
+            ``torch.manual_seed`` makes runs reproducible).
+
+    Returns:
+        :class:`Solution` with ``ys [B, T, C]``; ``stats.steps_accepted`` counts the fixed steps.
+    """
+    spec = check_sde_method(method, noise_type, sde_type, adjoint)
+    check_initial_state(y0)
+    check_times(times, y0)
+    check_positive(dt, "dt", required=True)
+    batch, channels = y0.shape
+    if adjoint == "reversible_heun":
+        steps = (times - times[0]) / dt
+        if not torch.allclose(steps, steps.round(), rtol=0.0, atol=1e-6 * max(1.0, float(steps[-1]))):
+            raise SolverInputError(
+                "adjoint='reversible_heun' needs every output time to lie on the step grid times[0] + k*dt, "
+                f"but (times - times[0]) / dt = {steps.tolist()[:6]}...; choose dt dividing every gap, "
+                "or use adjoint='adjoint'."
+            )
+
+    with torch.no_grad():
+        g0 = diffusion(times[0], y0)
+    if not isinstance(g0, Tensor):
+        raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
+    g_shape = _expected_diffusion_shape(noise_type, batch, channels, g0)
+    check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
+    noise_channels = channels if noise_type == "diagonal" else g_shape[2]
+
+    if bm is None:
+        entropy = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else seed
+        bm = torchsde.BrownianInterval(
+            t0=float(times[0]), t1=float(times[-1]), size=(batch, noise_channels), dtype=y0.dtype,
+            device=y0.device, levy_area_approximation=spec.levy_area, entropy=entropy,
+        )
+    else:
+        sample = bm(float(times[0]), float(times[0]) + min(dt, float(times[-1] - times[0])))
+        if tuple(sample.shape) != (batch, noise_channels):
+            raise SolverInputError(
+                f"`bm` gives increments of shape {list(sample.shape)}, expected [B, m] = {[batch, noise_channels]}."
+            )
+        have = getattr(bm, "levy_area_approximation", "none")
+        if spec.levy_area != "none" and have not in (spec.levy_area, "foster"):
+            raise SolverInputError(
+                f"method {spec.name!r} needs a Brownian motion with levy_area_approximation={spec.levy_area!r}, "
+                f"got {have!r}."
+            )
+
+    stats = SolveStats(nfe_forward=1)
+    sde = CountingSDE(drift, diffusion, noise_type, sde_type, stats, (batch, channels))
+    if adjoint == "direct":
+        ys = torchsde.sdeint(sde, y0, times, bm=bm, method=spec.name, dt=dt)
+    else:
+        params = [p for fn in (drift, diffusion) if isinstance(fn, nn.Module) for p in fn.parameters()]
+        adjoint_method = "adjoint_reversible_heun" if adjoint == "reversible_heun" else None
+        ys = torchsde.sdeint_adjoint(sde, y0, times, bm=bm, method=spec.name, adjoint_method=adjoint_method,
+                                     dt=dt, adjoint_params=tuple(params))
+        stats.backward_steps_accepted = _count_steps(times, dt)
+    sde.in_backward = True
+    stats.steps_accepted = _count_steps(times, dt)
+    return Solution(ys=ys.transpose(0, 1), times=times, stats=stats)
