@@ -1,0 +1,46 @@
+"""The ``nde`` command: one sub-command per module of :mod:`nde.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nde import __version__
+from nde.cli import quickstart
+
+# Each sub-command module has `add_parser(subparsers)` and `run(args) -> int`.
+SUBCOMMANDS = (quickstart,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nde",
+        description="Neural differential equations and stochastic-process models for time series.",
+    )
+    parser.add_argument("--version", action="version", version=f"nde {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except ValueError as err:
+        # Input errors of the library are ValueError subclasses whose messages say what to fix.
+        print(f"nde {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
