@@ -21,7 +21,7 @@ import torchcde
 from torch import Tensor, nn
 
 from nde.layers.vector_fields import CDEVectorField
-from nde.solvers import AdjointMode, SolveStats, solve_cde
+from nde.solvers import AdjointMode, SolverInputError, SolveStats, solve_cde
 
 __all__ = ["INTERPOLATIONS", "NeuralCDE", "interpolation_coefficients", "make_control"]
 
@@ -31,7 +31,7 @@ INTERPOLATIONS: tuple[str, ...] = ("linear", "rectilinear", "cubic")
 
 def _check_kind(kind: str) -> None:
     if kind not in INTERPOLATIONS:
-        raise ValueError(f"unknown interpolation {kind!r}; choose one of {INTERPOLATIONS}.")
+        raise SolverInputError(f"unknown interpolation {kind!r}; choose one of {INTERPOLATIONS}.")
 
 
 def interpolation_coefficients(values: Tensor, times: Tensor | None = None, kind: Interpolation = "cubic",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from nde.solvers.common import (
@@ -63,6 +64,67 @@ class ControlledField(nn.Module):
         return (matrix @ dxdt.unsqueeze(-1)).squeeze(-1)
 
 
+def knot_grid(knots: Tensor, step_size: float | None) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """A torchdiffeq ``grid_constructor`` whose steps land on every knot of the control.
+
+    The grid is the union of the requested times and the knots between them; each gap is split into
+    ``ceil(gap / step_size)`` equal steps (one step per gap when ``step_size`` is None). Landing on the
+    knots keeps fixed-step methods at their order on piecewise-smooth controls, and output times on the
+    grid need no interpolation. torchdiffeq calls it for each backward interval of the adjoint as well,
+    so the backward pass retraces the forward steps.
+    """
+
+    def construct(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+        if t[0] > t[-1]:
+            # The adjoint's backward intervals arrive in decreasing time.
+            return construct(func, y0, t.flip(0)).flip(0)
+        inner = knots.to(t)[(knots > t[0]) & (knots < t[-1])]
+        points = torch.unique(torch.cat([t, inner]))  # sorted
+        if step_size is None:
+            return points
+        gaps = points[1:] - points[:-1]
+        counts = torch.ceil(gaps / step_size - 1e-9).clamp(min=1).long().tolist()
+        pieces = [points[i] + gaps[i] * torch.arange(n, dtype=t.dtype, device=t.device) / n
+                  for i, n in enumerate(counts)]
+        return torch.cat([*pieces, points[-1:]])
+
+    return construct
+
+
+def _autograd_id(tensor: Tensor) -> int:
+    return id(tensor) if tensor.grad_fn is None else id(tensor.grad_fn)
+
+
+def without_descendants(tensors: list[Tensor]) -> tuple[Tensor, ...]:
+    """Drop every tensor computed from another one of the list.
+
+    The adjoint differentiates the vector field with respect to each parameter it is given, following
+    autograd's history. A linear interpolation holds both its coefficients and their differences; given
+    both, the gradient through the differences would be counted twice (once for each). Given only the
+    ancestor, autograd reaches it through the differences once.
+    """
+    ids = {_autograd_id(t) for t in tensors}
+    kept = []
+    for tensor in tensors:
+        seen: set[int] = set()
+        stack = [tensor.grad_fn] if tensor.grad_fn is not None else []
+        is_descendant = False
+        while stack and not is_descendant:
+            node = stack.pop()
+            for parent, _ in node.next_functions:
+                if parent is None or id(parent) in seen:
+                    continue
+                seen.add(id(parent))
+                variable = getattr(parent, "variable", None)
+                if (id(variable) if variable is not None else id(parent)) in ids:
+                    is_descendant = True
+                    break
+                stack.append(parent)
+        if not is_descendant:
+            kept.append(tensor)
+    return tuple(kept)
+
+
 def _is_piecewise_linear(control: Control) -> bool:
     return type(control).__name__ == "LinearInterpolation"
 
@@ -91,8 +153,8 @@ def solve_cde(
         times: output times ``[T]`` inside ``control.interval``; default: the interval's two ends.
         method: an ODE method of :data:`nde.solvers.ODE_METHODS`; fixed-step by default (``"rk4"``).
         rtol, atol: tolerances of adaptive methods (torchcde's defaults).
-        step_size: step of fixed-step methods; default the smallest gap between the control's grid
-            points, so that no observation is stepped over.
+        step_size: largest step of fixed-step methods. The steps always land on the control's knots
+            (and on ``times``); by default there is one step from each knot to the next.
         adjoint: ``"direct"`` or ``"adjoint"``.
         options: further torchdiffeq options. For adaptive methods on a piecewise-linear control the
             control's grid points are passed as ``jump_t`` (derivative discontinuities) unless given.
@@ -129,10 +191,15 @@ def solve_cde(
 
     opts = dict(options or {})
     grid = control.grid_points
-    if not spec.adaptive and step_size is None:
-        step_size = float((grid[1:] - grid[:-1]).min()) if grid.numel() > 1 else None
-    if spec.adaptive and _is_piecewise_linear(control) and "jump_t" not in opts:
-        opts["jump_t"] = grid
+    piecewise_linear = _is_piecewise_linear(control)
+    if spec.adaptive:
+        if piecewise_linear and "jump_t" not in opts:
+            opts["jump_t"] = grid
+    elif "grid_constructor" not in opts:
+        opts["grid_constructor"] = knot_grid(grid, step_size)
+        # At a knot of a piecewise-linear path, evaluate the derivative of the segment being stepped over.
+        opts.setdefault("perturb", piecewise_linear)
+        step_size = None
 
     stats = SolveStats()
     field = ControlledField(vector_field, control, (batch, hidden, channels))
@@ -142,7 +209,7 @@ def solve_cde(
         params = tuple(vector_field.parameters())
     if isinstance(control, nn.Module):
         # torchcde keeps the coefficients as buffers: hand those needing gradients to the adjoint.
-        params = params + tuple(b for b in control.buffers() if b.requires_grad)
+        params = params + without_descendants([b for b in control.buffers() if b.requires_grad])
     ys = integrate(func, z0, times, spec=spec, rtol=rtol, atol=atol, step_size=step_size,
                    adjoint=adjoint, options=opts, adjoint_params=params)
     return Solution(ys=ys, times=times, stats=stats)

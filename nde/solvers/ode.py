@@ -144,7 +144,9 @@ def integrate(func: CountingField, y0: Tensor, times: Tensor, *, spec: ODEMethod
     if step_size is not None:
         opts["step_size"] = step_size
     if adjoint == "adjoint":
-        adjoint_options: dict[str, Any] = {}
+        # The backward solve takes the forward options (step size, grid, jumps) so that it retraces the
+        # forward steps; torchdiffeq flips time-valued options itself.
+        adjoint_options: dict[str, Any] = {k: v for k, v in opts.items() if k != "norm"}
         if spec.adaptive:
             # The seminorm (Kidger et al., 2021) ignores the parameter-gradient channels in the step-size
             # control of the adjoint solve: far fewer steps, the same gradients to the tolerance.

@@ -116,11 +116,13 @@ class CountingSDE(nn.Module):
 
 def _count_steps(times: Tensor, dt: float) -> int:
     """Steps torchsde's fixed-step loop takes: steps of ``dt`` until each output time is reached."""
-    ts = times.detach().cpu().tolist()
+    # Count in the times' precision: torchsde steps in it, and float32 rounding changes the count.
+    ts = times.detach().cpu().numpy()
+    step = ts.dtype.type(dt)
     curr, steps = ts[0], 0
     for out_t in ts[1:]:
         while curr < out_t:
-            curr = min(curr + dt, ts[-1])
+            curr = min(curr + step, ts[-1])
             steps += 1
     return steps
 
