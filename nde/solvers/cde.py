@@ -42,20 +42,16 @@ class Control(Protocol):
     def derivative(self, t: Tensor) -> Tensor: ...
 
 
-class ControlledField(nn.Module):
+class ControlledField:
     """The ODE vector field ``g(t, z) = f(t, z) @ dX/dt(t)``: ``[B, H, C] @ [B, C] -> [B, H]``."""
 
     def __init__(self, vector_field: Callable[[Tensor, Tensor], Tensor], control: Control,
                  expected_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        if isinstance(vector_field, nn.Module):
-            self.vector_field = vector_field
-        else:
-            object.__setattr__(self, "vector_field", vector_field)
-        object.__setattr__(self, "control", control)
+        self.vector_field = vector_field
+        self.control = control
         self._expected_shape: tuple[int, int, int] | None = expected_shape
 
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+    def __call__(self, t: Tensor, z: Tensor) -> Tensor:
         matrix = self.vector_field(t, z)
         if self._expected_shape is not None:
             check_output_shape(matrix, self._expected_shape, "CDE vector field")

@@ -82,7 +82,8 @@ class CountingSDE(nn.Module):
     """The object torchsde integrates: drift ``f`` and diffusion ``g`` with evaluation counters."""
 
     def __init__(self, drift: Callable[[Tensor, Tensor], Tensor], diffusion: Callable[[Tensor, Tensor], Tensor],
-                 noise_type: str, sde_type: str, stats: SolveStats, drift_shape: tuple[int, ...]) -> None:
+                 noise_type: str, sde_type: str, stats: SolveStats, drift_shape: tuple[int, ...],
+                 diffusion_shape: tuple[int, ...] | None) -> None:
         super().__init__()
         for name, fn in (("drift", drift), ("diffusion", diffusion)):
             if isinstance(fn, nn.Module):
@@ -94,6 +95,7 @@ class CountingSDE(nn.Module):
         self.stats = stats
         self.in_backward = False
         self._drift_shape: tuple[int, ...] | None = drift_shape
+        self._diffusion_shape = diffusion_shape
 
     def _count(self) -> None:
         if self.in_backward:
@@ -111,7 +113,11 @@ class CountingSDE(nn.Module):
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         self._count()
-        return self.diffusion(t, y)
+        out = self.diffusion(t, y)
+        if self._diffusion_shape is not None:
+            check_output_shape(out, self._diffusion_shape, f"diffusion (noise_type={self.noise_type!r})")
+            self._diffusion_shape = None
+        return out
 
 
 def _count_steps(times: Tensor, dt: float) -> int:
@@ -232,12 +238,19 @@ def solve_sde(
                 "or use adjoint='adjoint'."
             )
 
-    with torch.no_grad():
-        g0 = diffusion(times[0], y0)
-    if not isinstance(g0, Tensor):
-        raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
-    g_shape = _expected_diffusion_shape(noise_type, batch, channels, g0)
-    check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
+    stats = SolveStats()
+    if noise_type in ("diagonal", "scalar"):
+        # The noise size is known: the diffusion's shape is checked on its first call instead.
+        g_shape: tuple[int, ...] = (batch, channels) if noise_type == "diagonal" else (batch, channels, 1)
+    else:
+        # General and additive noise: the number of Brownian motions is read off one evaluation.
+        with torch.no_grad():
+            g0 = diffusion(times[0], y0)
+        stats.nfe_forward += 1
+        if not isinstance(g0, Tensor):
+            raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
+        g_shape = _expected_diffusion_shape(noise_type, batch, channels, g0)
+        check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
     noise_channels = channels if noise_type == "diagonal" else g_shape[2]
 
     if bm is None:
@@ -247,10 +260,11 @@ def solve_sde(
             device=y0.device, levy_area_approximation=spec.levy_area, entropy=entropy,
         )
     else:
-        sample = bm(float(times[0]), float(times[0]) + min(dt, float(times[-1] - times[0])))
-        if tuple(sample.shape) != (batch, noise_channels):
+        # Read the size, not a sample: querying a BrownianInterval changes the path it produces later.
+        shape = tuple(getattr(bm, "shape", ()))
+        if shape != (batch, noise_channels):
             raise SolverInputError(
-                f"`bm` gives increments of shape {list(sample.shape)}, expected [B, m] = {[batch, noise_channels]}."
+                f"`bm` has shape {list(shape)}, expected [B, m] = {[batch, noise_channels]}."
             )
         have = getattr(bm, "levy_area_approximation", "none")
         if spec.levy_area != "none" and have not in (spec.levy_area, "foster"):
@@ -259,8 +273,8 @@ def solve_sde(
                 f"got {have!r}."
             )
 
-    stats = SolveStats(nfe_forward=1)
-    sde = CountingSDE(drift, diffusion, noise_type, sde_type, stats, (batch, channels))
+    sde = CountingSDE(drift, diffusion, noise_type, sde_type, stats, (batch, channels),
+                      g_shape if noise_type in ("diagonal", "scalar") else None)
     if adjoint == "direct":
         ys = torchsde.sdeint(sde, y0, times, bm=bm, method=spec.name, dt=dt)
     else:

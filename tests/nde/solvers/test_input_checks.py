@@ -261,7 +261,7 @@ def test_general_diffusion_without_noise_dimension() -> None:
 
 def test_brownian_motion_with_wrong_size() -> None:
     bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(B + 1, C), dtype=F64, entropy=0)
-    match = r"`bm` gives increments of shape \[4, 2\], expected \[B, m\] = \[3, 2\]"
+    match = r"`bm` has shape \[4, 2\], expected \[B, m\] = \[3, 2\]"
     with pytest.raises(SolverInputError, match=match):
         solve_sde(lambda t, y: -y, lambda t, y: 0.1 * torch.ones_like(y), _y0(), _times(), bm=bm)
 
