@@ -161,7 +161,7 @@ def load_spirals(path: str | Path | None = None) -> SpiralsData:
         problem = "duplicate time" if dt[k] == 0 else "times not sorted (must be strictly increasing)"
         raise DataFormatError(
             f"{path}: series {series_ids[codes_s[k]]!r}, line {row + 2}: {problem}: "
-            f"t={time_s[k + 1]!r} follows t={time_s[k]!r}"
+            f"t={float(time_s[k + 1])!r} follows t={float(time_s[k])!r}"
         )
 
     label_s = label[order]

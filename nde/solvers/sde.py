@@ -133,11 +133,8 @@ def _count_steps(times: Tensor, dt: float) -> int:
     return steps
 
 
-def _expected_diffusion_shape(noise_type: str, batch: int, channels: int, got: Tensor) -> tuple[int, ...]:
-    if noise_type == "diagonal":
-        return (batch, channels)
-    if noise_type == "scalar":
-        return (batch, channels, 1)
+def _matrix_diffusion_shape(noise_type: str, batch: int, channels: int, got: Tensor) -> tuple[int, ...]:
+    """``[B, C, m]`` for general and additive noise, with ``m`` read off an evaluation."""
     if got.ndim != 3:
         raise SolverInputError(
             f"with noise_type={noise_type!r} the diffusion must return [B, C, m], got shape {list(got.shape)}."
@@ -249,7 +246,7 @@ def solve_sde(
         stats.nfe_forward += 1
         if not isinstance(g0, Tensor):
             raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
-        g_shape = _expected_diffusion_shape(noise_type, batch, channels, g0)
+        g_shape = _matrix_diffusion_shape(noise_type, batch, channels, g0)
         check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
     noise_channels = channels if noise_type == "diagonal" else g_shape[2]
 

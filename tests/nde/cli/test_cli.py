@@ -50,3 +50,26 @@ def test_quickstart_bad_device_is_a_clear_error(tmp_path: Path, capsys: pytest.C
     code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--device", "tpu", "--no-progress"])
     assert code == 2
     assert "device" in capsys.readouterr().err
+
+
+def test_quickstart_on_a_users_file(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from nde.data import dataset_path
+
+    shipped = pd.read_csv(dataset_path("spirals") / "spirals.csv")
+    keep = sorted(shipped["series_id"].unique())[:80]
+    own = tmp_path / "mine.csv"
+    shipped[shipped["series_id"].isin(keep)].to_csv(own, index=False)
+    out = tmp_path / "out"
+    assert main(["quickstart", "--data", str(own), "--out", str(out), "--epochs", "1", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 80
+
+
+def test_quickstart_on_a_malformed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("series_id,time,x,y,label\na,0.0,1,2,0\na,0.0,1,2,0\n")
+    assert main(["quickstart", "--data", str(bad), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv: series 'a', line 3: duplicate time: t=0.0 follows t=0.0" in err
