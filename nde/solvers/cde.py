@@ -9,11 +9,12 @@ the adjoint method too (they are passed to the adjoint as parameters).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from nde.solvers import native
 from nde.solvers.common import (
     AdjointMode,
     Solution,
@@ -21,9 +22,10 @@ from nde.solvers.common import (
     SolveStats,
     check_initial_state,
     check_output_shape,
+    check_positive,
     check_times,
 )
-from nde.solvers.ode import CountingField, check_ode_method, integrate
+from nde.solvers.ode import ODE_METHODS, CountingField, check_ode_method, integrate
 
 __all__ = ["Control", "solve_cde"]
 
@@ -137,6 +139,7 @@ def solve_cde(
     step_size: float | None = None,
     adjoint: AdjointMode = "direct",
     options: dict[str, Any] | None = None,
+    backend: Literal["torchdiffeq", "native"] = "torchdiffeq",
 ) -> Solution:
     """Solve the CDE ``dz = f(t, z) dX(t)`` from ``z(times[0]) = z0``.
 
@@ -154,11 +157,19 @@ def solve_cde(
         adjoint: ``"direct"`` or ``"adjoint"``.
         options: further torchdiffeq options. For adaptive methods on a piecewise-linear control the
             control's grid points are passed as ``jump_t`` (derivative discontinuities) unless given.
+        backend: ``"torchdiffeq"`` or ``"native"`` (:mod:`nde.solvers.native`: ``euler``, ``midpoint``,
+            ``rk4`` in plain PyTorch with ``adjoint="direct"`` or ``"checkpoint"``; the control's derivative
+            is read at every stage time before the loop, one-sided at the knots).
 
     Returns:
         :class:`Solution` with ``ys [B, T, H]``.
     """
-    spec = check_ode_method(method, adjoint, step_size)
+    if backend not in ("torchdiffeq", "native"):
+        raise SolverInputError(f"unknown backend {backend!r}; choose 'torchdiffeq' or 'native'.")
+    if backend == "native":
+        native.check_native(method, adjoint, native.NATIVE_ODE_METHODS, "CDE")
+    else:
+        check_ode_method(method, adjoint, step_size)
     check_initial_state(z0, "z0")
     for attribute in ("derivative", "evaluate", "interval", "grid_points"):
         if not hasattr(control, attribute):
@@ -185,6 +196,9 @@ def solve_cde(
     batch, hidden = z0.shape
     channels = x0.shape[1]
 
+    if backend == "native":
+        return _solve_cde_native(vector_field, control, z0, times, method, step_size, adjoint)
+    spec = ODE_METHODS[method]
     opts = dict(options or {})
     grid = control.grid_points
     piecewise_linear = _is_piecewise_linear(control)
@@ -208,4 +222,36 @@ def solve_cde(
         params = params + without_descendants([b for b in control.buffers() if b.requires_grad])
     ys = integrate(func, z0, times, spec=spec, rtol=rtol, atol=atol, step_size=step_size,
                    adjoint=adjoint, options=opts, adjoint_params=params)
+    return Solution(ys=ys, times=times, stats=stats)
+
+
+def _solve_cde_native(vector_field: Callable[[Tensor, Tensor], Tensor], control: Control, z0: Tensor,
+                      times: Tensor, method: str, step_size: float | None, adjoint: str) -> Solution:
+    check_positive(step_size, "step_size")
+    spec = native.NATIVE_ODE_METHODS[method]
+    grid, out_index = native.step_grid(times, step_size, knots=control.grid_points)
+    steps = grid[1:] - grid[:-1]
+    n_steps, n_nodes = steps.numel(), len(spec.nodes)
+    nodes = torch.tensor(spec.nodes, dtype=grid.dtype, device=grid.device)
+    stage_times = grid[:-1, None] + nodes * steps[:, None]  # [N, S]
+    # One-sided at the step's ends: a knot of a piecewise-linear path belongs to the segment stepped over.
+    stage_times[:, 0] = torch.nextafter(stage_times[:, 0], grid[1:])
+    if spec.nodes[-1] == 1.0:
+        stage_times[:, -1] = torch.nextafter(stage_times[:, -1], grid[:-1])
+    dxdt = control.derivative(stage_times.flatten())  # [B, N * S, C]
+    dxdt = dxdt.reshape(dxdt.shape[0], n_steps, n_nodes, dxdt.shape[-1]).permute(1, 2, 0, 3)
+    per_step = dxdt.unbind(0)  # N x [S, B, C]: a checkpointed step differentiates only its own slice
+    batch, hidden = z0.shape
+    checked = native.first_call_checked(vector_field, (batch, hidden, dxdt.shape[-1]), "CDE vector field")
+
+    def step(k: int, z: Tensor) -> Tensor:
+        return native.cde_step(method, checked if k == 0 else vector_field, grid[k], steps[k], z, per_step[k])
+
+    params = native.module_params(vector_field)
+    if dxdt.requires_grad:
+        params = params + list(per_step)
+    ys = native.integrate_steps(step, z0, n_steps, out_index, adjoint, params)
+    stats = SolveStats(nfe_forward=n_nodes * n_steps, steps_accepted=n_steps)
+    if adjoint == "checkpoint":
+        stats.nfe_backward, stats.backward_steps_accepted = n_nodes * n_steps, n_steps
     return Solution(ys=ys, times=times, stats=stats)

@@ -27,8 +27,9 @@ __all__ = [
 #: How gradients are computed: ``"direct"`` backpropagates through the solver's operations (memory grows
 #: with the number of steps), ``"adjoint"`` solves the adjoint equation backwards in time (memory flat in
 #: the number of steps, gradients exact up to the solver tolerance), ``"reversible_heun"`` (SDEs only) uses
-#: the algebraically reversible Heun method, whose adjoint reproduces the forward pass exactly.
-AdjointMode = Literal["direct", "adjoint", "reversible_heun"]
+#: the algebraically reversible Heun method, whose adjoint reproduces the forward pass exactly;
+#: ``"checkpoint"`` (native backend only) keeps each step's state and recomputes one step at a time.
+AdjointMode = Literal["direct", "adjoint", "reversible_heun", "checkpoint"]
 
 
 class SolverInputError(ValueError):

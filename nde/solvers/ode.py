@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torchdiffeq
 from torch import Tensor, nn
 
+from nde.solvers import native
 from nde.solvers.common import (
     AdjointMode,
     Solution,
@@ -168,6 +169,7 @@ def solve_ode(
     step_size: float | None = None,
     adjoint: AdjointMode = "direct",
     options: dict[str, Any] | None = None,
+    backend: Literal["torchdiffeq", "native"] = "torchdiffeq",
 ) -> Solution:
     """Solve ``dy/dt = f(t, y)`` from ``y(times[0]) = y0`` and return ``y`` at ``times``.
 
@@ -185,6 +187,9 @@ def solve_ode(
         adjoint: ``"direct"`` (backpropagate through the solver) or ``"adjoint"`` (solve the adjoint
             equation backwards: memory flat in the number of steps).
         options: further torchdiffeq options, e.g. ``{"jump_t": t}`` for known discontinuities.
+        backend: ``"torchdiffeq"`` or ``"native"`` (:mod:`nde.solvers.native`: ``euler``, ``midpoint``,
+            ``rk4`` in plain PyTorch, with ``adjoint="direct"`` or ``"checkpoint"``; each gap of ``times``
+            is split into equal steps of at most ``step_size``).
 
     Returns:
         :class:`Solution` with ``ys [B, T, C]`` and the counters in ``stats``.
@@ -192,6 +197,10 @@ def solve_ode(
     Raises:
         SolverInputError: on malformed input, before any solving.
     """
+    if backend == "native":
+        return _solve_ode_native(vector_field, y0, times, method, step_size, adjoint)
+    if backend != "torchdiffeq":
+        raise SolverInputError(f"unknown backend {backend!r}; choose 'torchdiffeq' or 'native'.")
     spec = check_ode_method(method, adjoint, step_size)
     check_initial_state(y0)
     check_times(times, y0)
@@ -200,4 +209,26 @@ def solve_ode(
     params = tuple(vector_field.parameters()) if isinstance(vector_field, nn.Module) else ()
     ys = integrate(func, y0, times, spec=spec, rtol=rtol, atol=atol, step_size=step_size, adjoint=adjoint,
                    options=options, adjoint_params=params)
+    return Solution(ys=ys, times=times, stats=stats)
+
+
+def _solve_ode_native(vector_field: VectorField, y0: Tensor, times: Tensor, method: str, step_size: float | None,
+                      adjoint: str) -> Solution:
+    spec = native.check_native(method, adjoint, native.NATIVE_ODE_METHODS, "ODE")
+    check_initial_state(y0)
+    check_times(times, y0)
+    check_positive(step_size, "step_size")
+    grid, out_index = native.step_grid(times, step_size)
+    steps = grid[1:] - grid[:-1]
+    n_steps = steps.numel()
+    checked = native.first_call_checked(vector_field, tuple(y0.shape), "vector field")
+
+    def step(k: int, y: Tensor) -> Tensor:
+        return native.ode_step(method, checked if k == 0 else vector_field, grid[k], steps[k], y)
+
+    ys = native.integrate_steps(step, y0, n_steps, out_index, adjoint, native.module_params(vector_field))
+    stages = len(spec.nodes)
+    stats = SolveStats(nfe_forward=stages * n_steps, steps_accepted=n_steps)
+    if adjoint == "checkpoint":
+        stats.nfe_backward, stats.backward_steps_accepted = stages * n_steps, n_steps
     return Solution(ys=ys, times=times, stats=stats)

@@ -21,6 +21,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
+from nde.solvers import native
 from nde.solvers.common import (
     AdjointMode,
     Solution,
@@ -142,6 +143,23 @@ def _matrix_diffusion_shape(noise_type: str, batch: int, channels: int, got: Ten
     return (batch, channels, got.shape[2])
 
 
+def _diffusion_shape(diffusion: Callable[[Tensor, Tensor], Tensor], y0: Tensor, times: Tensor, noise_type: str,
+                     stats: SolveStats) -> tuple[int, ...]:
+    """The diffusion's output shape; general and additive noise need one evaluation to know ``m``."""
+    batch, channels = y0.shape
+    if noise_type in ("diagonal", "scalar"):
+        # The noise size is known: the diffusion's shape is checked on its first call instead.
+        return (batch, channels) if noise_type == "diagonal" else (batch, channels, 1)
+    with torch.no_grad():
+        g0 = diffusion(times[0], y0)
+    stats.nfe_forward += 1
+    if not isinstance(g0, Tensor):
+        raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
+    g_shape = _matrix_diffusion_shape(noise_type, batch, channels, g0)
+    check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
+    return g_shape
+
+
 def check_sde_method(method: str | None, noise_type: str, sde_type: str, adjoint: str) -> SDEMethod:
     """Pick the default method and check method, noise type, calculus and adjoint against each other."""
     if noise_type not in NOISE_TYPES:
@@ -196,6 +214,8 @@ def solve_sde(
     adjoint: AdjointMode = "direct",
     bm: torchsde.BrownianInterval | None = None,
     seed: int | None = None,
+    backend: Literal["torchsde", "native"] = "torchsde",
+    generator: torch.Generator | None = None,
 ) -> Solution:
     """Solve ``dy = f(t, y) dt + g(t, y) dW`` from ``y(times[0]) = y0`` with fixed steps ``dt``.
 
@@ -218,9 +238,22 @@ def solve_sde(
         seed: seed of the default Brownian motion (``None``: drawn from torch's global generator, so that
             ``torch.manual_seed`` makes runs reproducible).
 
+        backend: ``"torchsde"`` or ``"native"`` (:mod:`nde.solvers.native`: ``euler`` (Itô), ``heun``
+            (Stratonovich), ``milstein`` (diagonal, scalar or additive noise) in plain PyTorch, with
+            ``adjoint="direct"`` or ``"checkpoint"``; each gap of ``times`` is split into equal steps of at
+            most ``dt``, and the Brownian increments are drawn before the loop from ``generator`` or
+            ``seed``, or read from ``bm``).
+        generator: the native backend's source of Brownian increments (default: from ``seed``, else
+            torch's global generator).
+
     Returns:
         :class:`Solution` with ``ys [B, T, C]``; ``stats.steps_accepted`` counts the fixed steps.
     """
+    if backend == "native":
+        return _solve_sde_native(drift, diffusion, y0, times, noise_type, sde_type, method, dt, adjoint, bm,
+                                 seed, generator)
+    if backend != "torchsde":
+        raise SolverInputError(f"unknown backend {backend!r}; choose 'torchsde' or 'native'.")
     spec = check_sde_method(method, noise_type, sde_type, adjoint)
     check_initial_state(y0)
     check_times(times, y0)
@@ -236,18 +269,7 @@ def solve_sde(
             )
 
     stats = SolveStats()
-    if noise_type in ("diagonal", "scalar"):
-        # The noise size is known: the diffusion's shape is checked on its first call instead.
-        g_shape: tuple[int, ...] = (batch, channels) if noise_type == "diagonal" else (batch, channels, 1)
-    else:
-        # General and additive noise: the number of Brownian motions is read off one evaluation.
-        with torch.no_grad():
-            g0 = diffusion(times[0], y0)
-        stats.nfe_forward += 1
-        if not isinstance(g0, Tensor):
-            raise SolverInputError(f"the diffusion must return a torch.Tensor, got {type(g0).__name__}.")
-        g_shape = _matrix_diffusion_shape(noise_type, batch, channels, g0)
-        check_output_shape(g0, g_shape, f"diffusion (noise_type={noise_type!r})")
+    g_shape = _diffusion_shape(diffusion, y0, times, noise_type, stats)
     noise_channels = channels if noise_type == "diagonal" else g_shape[2]
 
     if bm is None:
@@ -283,3 +305,58 @@ def solve_sde(
     sde.in_backward = True
     stats.steps_accepted = _count_steps(times, dt)
     return Solution(ys=ys.transpose(0, 1), times=times, stats=stats)
+
+
+_NATIVE_DEFAULT = {"ito": "euler", "stratonovich": "heun"}
+# Drift and diffusion evaluations per step (Milstein's vector-Jacobian product counted as one).
+_NATIVE_NFE = {"euler": 2, "heun": 4, "milstein": 3}
+
+
+def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Callable[[Tensor, Tensor], Tensor],
+                      y0: Tensor, times: Tensor, noise_type: str, sde_type: str, method: str | None, dt: float,
+                      adjoint: str, bm: torchsde.BrownianInterval | None, seed: int | None,
+                      generator: torch.Generator | None) -> Solution:
+    if noise_type not in NOISE_TYPES:
+        raise SolverInputError(f"unknown noise_type {noise_type!r}; choose one of {NOISE_TYPES}.")
+    if sde_type not in _NATIVE_DEFAULT:
+        raise SolverInputError(f"unknown sde_type {sde_type!r}; choose 'ito' or 'stratonovich'.")
+    method = _NATIVE_DEFAULT[sde_type] if method is None else method
+    spec = native.check_native(method, adjoint, native.NATIVE_SDE_METHODS, "SDE")
+    if sde_type not in spec.sde_types:
+        raise SolverInputError(
+            f"native method {method!r} discretises {'/'.join(spec.sde_types)} SDEs, not {sde_type}; use "
+            f"{_NATIVE_DEFAULT[sde_type]!r}."
+        )
+    if noise_type not in spec.noise_types:
+        raise SolverInputError(f"native method {method!r} does not support noise_type={noise_type!r}.")
+    check_initial_state(y0)
+    check_times(times, y0)
+    check_positive(dt, "dt", required=True)
+    stats = SolveStats()
+    g_shape = _diffusion_shape(diffusion, y0, times, noise_type, stats)
+    noise_channels = y0.shape[1] if noise_type == "diagonal" else g_shape[2]
+    grid, out_index = native.step_grid(times, dt)
+    steps = grid[1:] - grid[:-1]
+    n_steps = steps.numel()
+    if bm is not None:
+        shape = tuple(getattr(bm, "shape", ()))
+        if shape != (y0.shape[0], noise_channels):
+            raise SolverInputError(f"`bm` has shape {list(shape)}, expected [B, m] = {[y0.shape[0], noise_channels]}.")
+        dw = native.brownian_increments(grid, (y0.shape[0], noise_channels), bm=bm)
+    else:
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=y0.device).manual_seed(seed)
+        dw = native.brownian_increments(grid, (y0.shape[0], noise_channels), generator=generator)
+    f = native.first_call_checked(drift, tuple(y0.shape), "drift")
+    g = native.first_call_checked(diffusion, g_shape, f"diffusion (noise_type={noise_type!r})")
+
+    def step(k: int, y: Tensor) -> Tensor:
+        return native.sde_step(method, sde_type, noise_type, f if k == 0 else drift, g if k == 0 else diffusion,
+                               grid[k], steps[k], y, dw[k], create_graph=torch.is_grad_enabled())
+
+    ys = native.integrate_steps(step, y0, n_steps, out_index, adjoint, native.module_params(drift, diffusion))
+    stats.nfe_forward += _NATIVE_NFE[method] * n_steps
+    stats.steps_accepted = n_steps
+    if adjoint == "checkpoint":
+        stats.nfe_backward, stats.backward_steps_accepted = _NATIVE_NFE[method] * n_steps, n_steps
+    return Solution(ys=ys, times=times, stats=stats)

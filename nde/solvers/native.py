@@ -1,0 +1,304 @@
+"""Native fixed-step solvers: plain PyTorch loops with static shapes.
+
+The peers spend most of a small solve on Python bookkeeping. These solvers do only the arithmetic of
+each step, on a step grid fixed before the solve, with every time and step size precomputed as device
+tensors and the Brownian increments drawn up front. Nothing branches on tensor values or copies to the
+host inside the loop, so a whole solve and its backward pass can be captured as one CUDA graph or
+compiled with ``torch.compile``.
+
+Methods (class attributes of :class:`NativeMethod`):
+
+- ODEs and CDEs: ``euler`` (order 1), ``midpoint`` (2), ``rk4`` (4; the 3/8 rule, as torchdiffeq's rk4);
+- SDEs: ``euler`` (Euler–Maruyama, Itô, strong order 0.5; 1.0 for additive noise), ``heun``
+  (Stratonovich, 0.5; 1.0 for commuting noise), ``milstein`` (Itô or Stratonovich, diagonal or scalar
+  noise, strong order 1.0).
+
+Gradients: ``"direct"`` backpropagates through the loop; ``"checkpoint"`` keeps only the state after
+each step and recomputes one step at a time in the backward pass, so the memory of the network
+activations no longer grows with the number of steps (the states themselves, ``[B, C]`` per step, do).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NATIVE_ODE_METHODS",
+    "NATIVE_SDE_METHODS",
+    "NativeMethod",
+    "brownian_increments",
+    "step_grid",
+]
+
+Field = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class NativeMethod:
+    """An explicit Runge–Kutta method (ODEs) or an SDE scheme, with its Butcher nodes ``c``.
+
+    Attributes:
+        name: method name.
+        order: global order (ODE) or strong order (SDE, general case).
+        nodes: the stage times as fractions of the step, where the control's derivative is read (CDEs).
+        sde_types: for SDE schemes, the calculus it discretises.
+        noise_types: for SDE schemes, the noise types it supports.
+    """
+
+    name: str
+    order: float
+    nodes: tuple[float, ...]
+    sde_types: tuple[str, ...] = ()
+    noise_types: tuple[str, ...] = ()
+
+
+NATIVE_ODE_METHODS: dict[str, NativeMethod] = {
+    m.name: m
+    for m in (
+        NativeMethod("euler", 1, (0.0,)),
+        NativeMethod("midpoint", 2, (0.0, 0.5)),
+        NativeMethod("rk4", 4, (0.0, 1 / 3, 2 / 3, 1.0)),
+    )
+}
+
+NATIVE_SDE_METHODS: dict[str, NativeMethod] = {
+    m.name: m
+    for m in (
+        NativeMethod("euler", 0.5, (0.0,), ("ito",), ("diagonal", "general", "additive", "scalar")),
+        NativeMethod("heun", 0.5, (0.0, 1.0), ("stratonovich",), ("diagonal", "general", "additive", "scalar")),
+        NativeMethod("milstein", 1.0, (0.0,), ("ito", "stratonovich"), ("diagonal", "scalar", "additive")),
+    )
+}
+
+
+def step_grid(times: Tensor, step_size: float | None, knots: Tensor | None = None) -> tuple[Tensor, list[int]]:
+    """The step grid through ``times`` (and ``knots``), each gap split into equal steps of at most ``step_size``.
+
+    Returns:
+        ``grid [N + 1]`` on ``times``' device and dtype, and the index in ``grid`` of each output time.
+    """
+    points = times.detach()
+    if knots is not None:
+        inner = knots.detach().to(points)
+        inner = inner[(inner > points[0]) & (inner < points[-1])]
+        points = torch.unique(torch.cat([points, inner]))
+    values = points.cpu().tolist()
+    pieces: list[Tensor] = []
+    for a, b in itertools.pairwise(values):
+        n = 1 if step_size is None else max(1, math.ceil((b - a) / step_size - 1e-9))
+        pieces.append(a + (b - a) * torch.arange(n, dtype=torch.float64) / n)
+    grid = torch.cat([*pieces, torch.tensor(values[-1:], dtype=torch.float64)]).to(points)
+    index = torch.searchsorted(grid, times.detach()).cpu().tolist()
+    return grid, index
+
+
+def brownian_increments(grid: Tensor, shape: tuple[int, int], *, generator: torch.Generator | None = None,
+                        bm: Callable[[float, float], Tensor] | None = None) -> Tensor:
+    """Brownian increments ``[N, B, m]`` over the steps of ``grid``: ``W(grid[k+1]) - W(grid[k])``.
+
+    Drawn from ``generator`` (Gaussian with variance equal to the step), or read from a Brownian path
+    ``bm(ta, tb)`` (e.g. a ``torchsde.BrownianInterval``) step by step in time order, as torchsde's
+    solvers query it, so that both see the same noise.
+    """
+    if bm is not None:
+        ts = grid.detach().cpu().tolist()
+        return torch.stack([bm(ta, tb) for ta, tb in itertools.pairwise(ts)]).to(grid.dtype)
+    steps = grid[1:] - grid[:-1]
+    noise = torch.randn((steps.numel(), *shape), generator=generator, dtype=grid.dtype,
+                        device=generator.device if generator is not None else grid.device)
+    return noise.to(grid.device) * steps.sqrt().view(-1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One step of each method. `t` and `h` are 0-d tensors; `dxdt` (CDEs) holds the control's derivative at
+# the method's nodes, [S, B, C]; `dw` (SDEs) is the step's Brownian increment, [B, m].
+# ---------------------------------------------------------------------------------------------------------
+
+
+def ode_step(method: str, f: Field, t: Tensor, h: Tensor, y: Tensor) -> Tensor:
+    """One explicit Runge–Kutta step of ``dy/dt = f(t, y)``."""
+    if method == "euler":
+        return y + h * f(t, y)
+    if method == "midpoint":
+        k1 = f(t, y)
+        return y + h * f(t + 0.5 * h, y + 0.5 * h * k1)
+    # The 3/8 rule, as torchdiffeq's rk4 (rk4_alt_step_func), so both agree to rounding.
+    k1 = f(t, y)
+    k2 = f(t + h / 3, y + h * k1 / 3)
+    k3 = f(t + 2 * h / 3, y + h * (k2 - k1 / 3))
+    k4 = f(t + h, y + h * (k1 - k2 + k3))
+    return y + h * (k1 + 3 * (k2 + k3) + k4) / 8
+
+
+def cde_step(method: str, f: Field, t: Tensor, h: Tensor, z: Tensor, dxdt: Tensor) -> Tensor:
+    """One Runge–Kutta step of ``dz/dt = f(t, z) dX/dt``, with ``dX/dt`` given at the method's nodes."""
+
+    def g(i: int, s: Tensor, w: Tensor) -> Tensor:
+        return (f(s, w) @ dxdt[i].unsqueeze(-1)).squeeze(-1)
+
+    if method == "euler":
+        return z + h * g(0, t, z)
+    if method == "midpoint":
+        return z + h * g(1, t + 0.5 * h, z + 0.5 * h * g(0, t, z))
+    k1 = g(0, t, z)
+    k2 = g(1, t + h / 3, z + h * k1 / 3)
+    k3 = g(2, t + 2 * h / 3, z + h * (k2 - k1 / 3))
+    k4 = g(3, t + h, z + h * (k1 - k2 + k3))
+    return z + h * (k1 + 3 * (k2 + k3) + k4) / 8
+
+
+def _noise_product(g: Tensor, dw: Tensor, noise_type: str) -> Tensor:
+    if noise_type == "diagonal":
+        return g * dw
+    return (g @ dw.unsqueeze(-1)).squeeze(-1)
+
+
+def sde_step(method: str, sde_type: str, noise_type: str, f: Field, g: Field, t: Tensor, h: Tensor, y: Tensor,
+             dw: Tensor, create_graph: bool) -> Tensor:
+    """One step of an SDE scheme (formulas as torchsde's, so both agree on the same increments)."""
+    if method == "euler":
+        return y + f(t, y) * h + _noise_product(g(t, y), dw, noise_type)
+    if method == "heun":
+        drift, noise = f(t, y) * h, _noise_product(g(t, y), dw, noise_type)
+        y_pred = y + drift + noise
+        return y + 0.5 * (drift + f(t + h, y_pred) * h + noise + _noise_product(g(t + h, y_pred), dw, noise_type))
+    # Milstein for commuting (diagonal/scalar) noise: the correction 1/2 g g' (dW^2 - h) [Itô] or
+    # 1/2 g g' dW^2 [Stratonovich], with g g' as a vector-Jacobian product (exact for diagonal noise).
+    if noise_type == "additive":
+        return y + f(t, y) * h + _noise_product(g(t, y), dw, noise_type)
+    v = dw.square() - h if sde_type == "ito" else dw.square()
+    with torch.enable_grad():
+        y_in = y if y.requires_grad else y.detach().requires_grad_(True)
+        g_val = g(t, y_in)
+        g_diag = g_val if noise_type == "diagonal" else g_val.squeeze(-1)
+        (gdg,) = torch.autograd.grad(g_diag, y_in, grad_outputs=g_diag * 0.5 * v.expand_as(g_diag),
+                                     create_graph=create_graph)
+    if not create_graph:
+        g_val, gdg = g_val.detach(), gdg.detach()
+    return y + f(t, y) * h + _noise_product(g_val, dw, noise_type) + gdg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loops: direct (autograd records every step) and checkpointed (one step recomputed at a time).
+# ---------------------------------------------------------------------------------------------------------
+
+Step = Callable[[int, Tensor], Tensor]
+
+
+def run_steps(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int]) -> Tensor:
+    """Apply ``step(k, y)`` for ``k = 0..n_steps-1`` and return the states at ``out_index``: ``[B, T, C]``."""
+    wanted = set(out_index)
+    states = {0: y0}
+    y = y0
+    for k in range(n_steps):
+        y = step(k, y)
+        if k + 1 in wanted:
+            states[k + 1] = y
+    return torch.stack([states[i] for i in out_index], dim=1)
+
+
+class _CheckpointedSteps(torch.autograd.Function):
+    """Forward without a graph, keeping each step's state; backward recomputes one step at a time."""
+
+    @staticmethod
+    def forward(ctx, step: Step, n_steps: int, out_index: tuple[int, ...], y0: Tensor,  # type: ignore[override]
+                *params: Tensor) -> Tensor:
+        states = y0.new_empty((n_steps + 1, *y0.shape))
+        states[0] = y0
+        with torch.no_grad():
+            y = y0
+            for k in range(n_steps):
+                y = step(k, y)
+                states[k + 1] = y
+        ctx.step, ctx.n_steps, ctx.out_index = step, n_steps, out_index
+        ctx.save_for_backward(states, *params)
+        return states[list(out_index)].transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        states, *params = ctx.saved_tensors
+        grad_states = torch.zeros_like(states)
+        grad_states.index_add_(0, torch.tensor(ctx.out_index, device=states.device), grad_out.transpose(0, 1))
+        adjoint = grad_states[ctx.n_steps]
+        param_grads = [torch.zeros_like(p) for p in params]
+        trainable = [i for i, p in enumerate(params) if p.requires_grad]
+        for k in range(ctx.n_steps - 1, -1, -1):
+            with torch.enable_grad():
+                y = states[k].detach().requires_grad_(True)
+                y_next = ctx.step(k, y)
+                inputs = [y] + [params[i] for i in trainable]
+                grads = torch.autograd.grad(y_next, inputs, grad_outputs=adjoint, allow_unused=True)
+            adjoint = grads[0] + grad_states[k]
+            for i, grad in zip(trainable, grads[1:], strict=True):
+                if grad is not None:
+                    param_grads[i] += grad
+        return (None, None, None, adjoint, *param_grads)
+
+
+def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int],
+                           params: Sequence[Tensor]) -> Tensor:
+    """As :func:`run_steps`, with memory for one step's activations plus the ``[N + 1, B, C]`` states.
+
+    ``params`` are the tensors the step depends on that need gradients (the vector fields' parameters,
+    and for CDEs the control's derivative values).
+    """
+    return _CheckpointedSteps.apply(step, n_steps, tuple(out_index), y0, *params)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks and the pieces the solver fronts share.
+# ---------------------------------------------------------------------------------------------------------
+
+NATIVE_ADJOINTS = ("direct", "checkpoint")
+
+
+def check_native(method: str, adjoint: str, table: dict[str, NativeMethod], what: str) -> NativeMethod:
+    """Check a native method name and gradient mode; raise the solver layer's input error otherwise."""
+    from nde.solvers.common import SolverInputError
+
+    if method not in table:
+        raise SolverInputError(
+            f"backend='native' has no {what} method {method!r}; choose one of {sorted(table)} "
+            "(or the library backend for adaptive methods)."
+        )
+    if adjoint not in NATIVE_ADJOINTS:
+        raise SolverInputError(
+            f"backend='native' computes gradients with adjoint='direct' or 'checkpoint', not {adjoint!r}; "
+            "use the library backend for the continuous adjoint."
+        )
+    return table[method]
+
+
+def first_call_checked(f: Field, expected: tuple[int, ...], what: str) -> Field:
+    """``f`` that checks its output shape on its first call only (before the loop's hot path)."""
+    from nde.solvers.common import check_output_shape
+
+    state = {"checked": False}
+
+    def checked(t: Tensor, y: Tensor) -> Tensor:
+        out = f(t, y)
+        if not state["checked"]:
+            check_output_shape(out, expected, what)
+            state["checked"] = True
+        return out
+
+    return checked
+
+
+def module_params(*fns: object) -> list[Tensor]:
+    """Trainable parameters of those arguments that are ``torch.nn.Module``s."""
+    return [p for fn in fns if isinstance(fn, torch.nn.Module) for p in fn.parameters() if p.requires_grad]
+
+
+def integrate_steps(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int], adjoint: str,
+                    params: Sequence[Tensor]) -> Tensor:
+    """Run the loop with the chosen gradient mode; ``[B, T, C]``."""
+    if adjoint == "checkpoint" and torch.is_grad_enabled():
+        return run_steps_checkpointed(step, y0, n_steps, out_index, params)
+    return run_steps(step, y0, n_steps, out_index)
