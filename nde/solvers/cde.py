@@ -229,9 +229,9 @@ def _solve_cde_native(vector_field: Callable[[Tensor, Tensor], Tensor], control:
                       times: Tensor, method: str, step_size: float | None, adjoint: str) -> Solution:
     check_positive(step_size, "step_size")
     spec = native.NATIVE_ODE_METHODS[method]
-    grid, out_index = native.step_grid(times, step_size, knots=control.grid_points)
-    steps = grid[1:] - grid[:-1]
-    n_steps, n_nodes = steps.numel(), len(spec.nodes)
+    plan = native.StepPlan.build(times, step_size, knots=control.grid_points)
+    grid, steps = plan.grid, plan.steps
+    n_steps, n_nodes = plan.n_steps, len(spec.nodes)
     nodes = torch.tensor(spec.nodes, dtype=grid.dtype, device=grid.device)
     stage_times = grid[:-1, None] + nodes * steps[:, None]  # [N, S]
     # One-sided at the step's ends: a knot of a piecewise-linear path belongs to the segment stepped over.
@@ -250,8 +250,5 @@ def _solve_cde_native(vector_field: Callable[[Tensor, Tensor], Tensor], control:
     params = native.module_params(vector_field)
     if dxdt.requires_grad:
         params = params + list(per_step)
-    ys = native.integrate_steps(step, z0, n_steps, out_index, adjoint, params)
-    stats = SolveStats(nfe_forward=n_nodes * n_steps, steps_accepted=n_steps)
-    if adjoint == "checkpoint":
-        stats.nfe_backward, stats.backward_steps_accepted = n_nodes * n_steps, n_steps
-    return Solution(ys=ys, times=times, stats=stats)
+    ys = native.integrate_steps(step, z0, plan, adjoint, params)
+    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(n_nodes, n_steps, adjoint))

@@ -24,14 +24,19 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from nde.solvers.common import SolveStats
 
 __all__ = [
     "NATIVE_ODE_METHODS",
     "NATIVE_SDE_METHODS",
     "NativeMethod",
+    "StepPlan",
     "brownian_increments",
     "step_grid",
 ]
@@ -75,6 +80,33 @@ NATIVE_SDE_METHODS: dict[str, NativeMethod] = {
         NativeMethod("milstein", 1.0, (0.0,), ("ito", "stratonovich"), ("diagonal", "scalar", "additive")),
     )
 }
+
+
+@dataclass
+class StepPlan:
+    """The precomputed step grid of a native solve: everything the loop reads, as device tensors.
+
+    Build it once (it reads ``times`` on the host) and reuse it across solves, e.g. outside a CUDA graph.
+
+    Attributes:
+        grid: ``[N + 1]`` step boundaries.
+        steps: ``[N]`` step sizes.
+        out_index: position in ``grid`` of each output time, as a list and as a device tensor.
+    """
+
+    grid: Tensor
+    steps: Tensor
+    out_index: list[int]
+    out_index_tensor: Tensor
+
+    @classmethod
+    def build(cls, times: Tensor, step_size: float | None, knots: Tensor | None = None) -> StepPlan:
+        grid, index = step_grid(times, step_size, knots)
+        return cls(grid, grid[1:] - grid[:-1], index, torch.tensor(index, device=grid.device))
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps.numel()
 
 
 def step_grid(times: Tensor, step_size: float | None, knots: Tensor | None = None) -> tuple[Tensor, list[int]]:
@@ -207,7 +239,7 @@ class _CheckpointedSteps(torch.autograd.Function):
     """Forward without a graph, keeping each step's state; backward recomputes one step at a time."""
 
     @staticmethod
-    def forward(ctx, step: Step, n_steps: int, out_index: tuple[int, ...], y0: Tensor,  # type: ignore[override]
+    def forward(ctx, step: Step, n_steps: int, out_index: Tensor, y0: Tensor,  # type: ignore[override]
                 *params: Tensor) -> Tensor:
         states = y0.new_empty((n_steps + 1, *y0.shape))
         states[0] = y0
@@ -216,15 +248,15 @@ class _CheckpointedSteps(torch.autograd.Function):
             for k in range(n_steps):
                 y = step(k, y)
                 states[k + 1] = y
-        ctx.step, ctx.n_steps, ctx.out_index = step, n_steps, out_index
-        ctx.save_for_backward(states, *params)
-        return states[list(out_index)].transpose(0, 1)
+        ctx.step, ctx.n_steps = step, n_steps
+        ctx.save_for_backward(states, out_index, *params)
+        return states.index_select(0, out_index).transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        states, *params = ctx.saved_tensors
+        states, out_index, *params = ctx.saved_tensors
         grad_states = torch.zeros_like(states)
-        grad_states.index_add_(0, torch.tensor(ctx.out_index, device=states.device), grad_out.transpose(0, 1))
+        grad_states.index_add_(0, out_index, grad_out.transpose(0, 1))
         adjoint = grad_states[ctx.n_steps]
         param_grads = [torch.zeros_like(p) for p in params]
         trainable = [i for i, p in enumerate(params) if p.requires_grad]
@@ -241,14 +273,14 @@ class _CheckpointedSteps(torch.autograd.Function):
         return (None, None, None, adjoint, *param_grads)
 
 
-def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int],
+def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Tensor,
                            params: Sequence[Tensor]) -> Tensor:
     """As :func:`run_steps`, with memory for one step's activations plus the ``[N + 1, B, C]`` states.
 
     ``params`` are the tensors the step depends on that need gradients (the vector fields' parameters,
     and for CDEs the control's derivative values).
     """
-    return _CheckpointedSteps.apply(step, n_steps, tuple(out_index), y0, *params)
+    return _CheckpointedSteps.apply(step, n_steps, out_index, y0, *params)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,9 +328,18 @@ def module_params(*fns: object) -> list[Tensor]:
     return [p for fn in fns if isinstance(fn, torch.nn.Module) for p in fn.parameters() if p.requires_grad]
 
 
-def integrate_steps(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int], adjoint: str,
-                    params: Sequence[Tensor]) -> Tensor:
+def integrate_steps(step: Step, y0: Tensor, plan: StepPlan, adjoint: str, params: Sequence[Tensor]) -> Tensor:
     """Run the loop with the chosen gradient mode; ``[B, T, C]``."""
     if adjoint == "checkpoint" and torch.is_grad_enabled():
-        return run_steps_checkpointed(step, y0, n_steps, out_index, params)
-    return run_steps(step, y0, n_steps, out_index)
+        return run_steps_checkpointed(step, y0, plan.n_steps, plan.out_index_tensor, params)
+    return run_steps(step, y0, plan.n_steps, plan.out_index)
+
+
+def fixed_step_stats(evaluations_per_step: int, n_steps: int, adjoint: str) -> SolveStats:
+    """Counters of a native solve, known from the grid (no per-call counting in the hot loop)."""
+    from nde.solvers.common import SolveStats
+
+    stats = SolveStats(nfe_forward=evaluations_per_step * n_steps, steps_accepted=n_steps)
+    if adjoint == "checkpoint":
+        stats.nfe_backward, stats.backward_steps_accepted = evaluations_per_step * n_steps, n_steps
+    return stats

@@ -213,22 +213,17 @@ def solve_ode(
 
 
 def _solve_ode_native(vector_field: VectorField, y0: Tensor, times: Tensor, method: str, step_size: float | None,
-                      adjoint: str) -> Solution:
+                      adjoint: str, plan: native.StepPlan | None = None) -> Solution:
     spec = native.check_native(method, adjoint, native.NATIVE_ODE_METHODS, "ODE")
     check_initial_state(y0)
     check_times(times, y0)
     check_positive(step_size, "step_size")
-    grid, out_index = native.step_grid(times, step_size)
-    steps = grid[1:] - grid[:-1]
-    n_steps = steps.numel()
+    plan = native.StepPlan.build(times, step_size) if plan is None else plan
+    grid, steps = plan.grid, plan.steps
     checked = native.first_call_checked(vector_field, tuple(y0.shape), "vector field")
 
     def step(k: int, y: Tensor) -> Tensor:
         return native.ode_step(method, checked if k == 0 else vector_field, grid[k], steps[k], y)
 
-    ys = native.integrate_steps(step, y0, n_steps, out_index, adjoint, native.module_params(vector_field))
-    stages = len(spec.nodes)
-    stats = SolveStats(nfe_forward=stages * n_steps, steps_accepted=n_steps)
-    if adjoint == "checkpoint":
-        stats.nfe_backward, stats.backward_steps_accepted = stages * n_steps, n_steps
-    return Solution(ys=ys, times=times, stats=stats)
+    ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(vector_field))
+    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(len(spec.nodes), plan.n_steps, adjoint))

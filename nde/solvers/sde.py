@@ -335,9 +335,8 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
     stats = SolveStats()
     g_shape = _diffusion_shape(diffusion, y0, times, noise_type, stats)
     noise_channels = y0.shape[1] if noise_type == "diagonal" else g_shape[2]
-    grid, out_index = native.step_grid(times, dt)
-    steps = grid[1:] - grid[:-1]
-    n_steps = steps.numel()
+    plan = native.StepPlan.build(times, dt)
+    grid, steps = plan.grid, plan.steps
     if bm is not None:
         shape = tuple(getattr(bm, "shape", ()))
         if shape != (y0.shape[0], noise_channels):
@@ -354,9 +353,7 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
         return native.sde_step(method, sde_type, noise_type, f if k == 0 else drift, g if k == 0 else diffusion,
                                grid[k], steps[k], y, dw[k], create_graph=torch.is_grad_enabled())
 
-    ys = native.integrate_steps(step, y0, n_steps, out_index, adjoint, native.module_params(drift, diffusion))
-    stats.nfe_forward += _NATIVE_NFE[method] * n_steps
-    stats.steps_accepted = n_steps
-    if adjoint == "checkpoint":
-        stats.nfe_backward, stats.backward_steps_accepted = _NATIVE_NFE[method] * n_steps, n_steps
-    return Solution(ys=ys, times=times, stats=stats)
+    ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(drift, diffusion))
+    counted = native.fixed_step_stats(_NATIVE_NFE[method], plan.n_steps, adjoint)
+    counted.nfe_forward += stats.nfe_forward  # the evaluation that read off the noise size
+    return Solution(ys=ys, times=times, stats=counted)
