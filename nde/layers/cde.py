@@ -76,7 +76,7 @@ class NeuralCDE(nn.Module):
         vector_field: ``f(t, z)``, ``[B, H] -> [B, H, C]``; default a :class:`CDEVectorField` (bounded
             by tanh) of the given ``width`` and ``depth``.
         interpolation: ``"linear"``, ``"rectilinear"`` or ``"cubic"`` (Hermite, backward differences).
-        method, step_size, rtol, atol, adjoint: as in :func:`nde.solvers.solve_cde`.
+        method, step_size, rtol, atol, adjoint, backend: as in :func:`nde.solvers.solve_cde`.
         time_channel: the channel holding the time, for rectilinear interpolation.
 
     Attributes:
@@ -87,7 +87,8 @@ class NeuralCDE(nn.Module):
     def __init__(self, input_channels: int, hidden_channels: int, vector_field: nn.Module | None = None, *,
                  interpolation: Interpolation = "cubic", width: int = 64, depth: int = 2, method: str = "rk4",
                  step_size: float | None = None, rtol: float = 1e-4, atol: float = 1e-6,
-                 adjoint: AdjointMode = "direct", time_channel: int = 0) -> None:
+                 adjoint: AdjointMode = "direct", time_channel: int = 0,
+                 backend: Literal["torchdiffeq", "native"] = "torchdiffeq") -> None:
         super().__init__()
         _check_kind(interpolation)
         self.input_channels, self.hidden_channels = input_channels, hidden_channels
@@ -98,6 +99,7 @@ class NeuralCDE(nn.Module):
         self.method, self.step_size, self.rtol, self.atol = method, step_size, rtol, atol
         self.adjoint: AdjointMode = adjoint
         self.time_channel = time_channel
+        self.backend: Literal["torchdiffeq", "native"] = backend
         self.stats = SolveStats()
 
     def coefficients(self, values: Tensor, times: Tensor | None = None) -> Tensor:
@@ -121,6 +123,7 @@ class NeuralCDE(nn.Module):
         x0 = control.evaluate(control.interval[0])
         z0 = self.initial(x0)
         solution = solve_cde(self.vector_field, control, z0, output_times, method=self.method,
-                             rtol=self.rtol, atol=self.atol, step_size=self.step_size, adjoint=self.adjoint)
+                             rtol=self.rtol, atol=self.atol, step_size=self.step_size, adjoint=self.adjoint,
+                             backend=self.backend)
         self.stats = solution.stats
         return solution.ys

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torchsde
 from torch import Tensor, nn
 
@@ -18,8 +20,8 @@ class NeuralSDE(nn.Module):
     Args:
         drift: ``f(t, y)``, ``[B, C] -> [B, C]``.
         diffusion: ``g(t, y)``; ``[B, C]`` for diagonal noise, ``[B, C, m]`` for general and additive.
-        noise_type, sde_type, method, dt, adjoint: as in :func:`nde.solvers.solve_sde`; the combination
-            is checked when the layer is built.
+        noise_type, sde_type, method, dt, adjoint, backend: as in :func:`nde.solvers.solve_sde`; the
+            combination is checked when the layer is built (torchsde backend) or on the first call (native).
 
     Attributes:
         stats: :class:`nde.solvers.SolveStats` of the last forward call.
@@ -27,9 +29,11 @@ class NeuralSDE(nn.Module):
 
     def __init__(self, drift: nn.Module, diffusion: nn.Module, *, noise_type: NoiseType = "diagonal",
                  sde_type: SDEType = "ito", method: str | None = None, dt: float = 1e-2,
-                 adjoint: AdjointMode = "direct") -> None:
+                 adjoint: AdjointMode = "direct", backend: Literal["torchsde", "native"] = "torchsde") -> None:
         super().__init__()
-        check_sde_method(method, noise_type, sde_type, adjoint)
+        if backend == "torchsde":
+            check_sde_method(method, noise_type, sde_type, adjoint)
+        self.backend: Literal["torchsde", "native"] = backend
         self.drift, self.diffusion = drift, diffusion
         self.noise_type: NoiseType = noise_type
         self.sde_type: SDEType = sde_type
@@ -40,7 +44,8 @@ class NeuralSDE(nn.Module):
     @classmethod
     def mlp(cls, channels: int, *, noise_type: NoiseType = "diagonal", noise_channels: int | None = None,
             width: int = 64, depth: int = 2, sde_type: SDEType = "ito", method: str | None = None,
-            dt: float = 1e-2, adjoint: AdjointMode = "direct") -> NeuralSDE:
+            dt: float = 1e-2, adjoint: AdjointMode = "direct",
+            backend: Literal["torchsde", "native"] = "torchsde") -> NeuralSDE:
         """An SDE with an MLP drift and the diffusion network matching ``noise_type``.
 
         ``noise_channels`` (``m``) defaults to ``channels``; diagonal noise has ``m = channels``.
@@ -56,7 +61,7 @@ class NeuralSDE(nn.Module):
         else:
             raise ValueError(f"NeuralSDE.mlp builds diagonal, general or additive noise, not {noise_type!r}.")
         return cls(drift, diffusion, noise_type=noise_type, sde_type=sde_type, method=method, dt=dt,
-                   adjoint=adjoint)
+                   adjoint=adjoint, backend=backend)
 
     def forward(self, y0: Tensor, times: Tensor, *, bm: torchsde.BrownianInterval | None = None,
                 seed: int | None = None) -> Tensor:
@@ -67,6 +72,6 @@ class NeuralSDE(nn.Module):
         """
         solution = solve_sde(self.drift, self.diffusion, y0, times, noise_type=self.noise_type,
                              sde_type=self.sde_type, method=self.method, dt=self.dt, adjoint=self.adjoint,
-                             bm=bm, seed=seed)
+                             bm=bm, seed=seed, backend=self.backend)
         self.stats = solution.stats
         return solution.ys
