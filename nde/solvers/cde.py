@@ -21,6 +21,7 @@ from nde.solvers.common import (
     SolverInputError,
     SolveStats,
     check_initial_state,
+    check_modules_for_adjoint,
     check_output_shape,
     check_positive,
     check_times,
@@ -164,6 +165,7 @@ def solve_cde(
     Returns:
         :class:`Solution` with ``ys [B, T, H]``.
     """
+    check_modules_for_adjoint(adjoint, vector_field=vector_field)
     if backend not in ("torchdiffeq", "native"):
         raise SolverInputError(f"unknown backend {backend!r}; choose 'torchdiffeq' or 'native'.")
     if backend == "native":

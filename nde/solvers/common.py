@@ -21,6 +21,7 @@ __all__ = [
     "SolveStats",
     "SolverInputError",
     "check_initial_state",
+    "check_modules_for_adjoint",
     "check_times",
 ]
 
@@ -139,6 +140,49 @@ def check_output_shape(got: Tensor, expected: tuple[int, ...], what: str) -> Non
             f"the {what} returned shape {list(got.shape)}, expected {list(expected)}; "
             "batch and channel sizes must match the initial state."
         )
+
+
+def _captures_trainables(fn: object) -> bool:
+    """Whether a plain function visibly holds trainable tensors: in its closure, the module globals it
+    names, or as a bound method's owner."""
+    held = [getattr(fn, "__self__", None)]
+    held += [cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()) if _cell_filled(cell)]
+    code, module_globals = getattr(fn, "__code__", None), getattr(fn, "__globals__", {})
+    if code is not None:
+        held += [module_globals[name] for name in code.co_names if name in module_globals]
+    for obj in held:
+        if isinstance(obj, torch.nn.Module) and any(p.requires_grad for p in obj.parameters()):
+            return True
+        if isinstance(obj, Tensor) and obj.requires_grad:
+            return True
+    return False
+
+
+def _cell_filled(cell: object) -> bool:
+    try:
+        _ = cell.cell_contents  # type: ignore[attr-defined]
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def check_modules_for_adjoint(adjoint: str, **fields: object) -> None:
+    """Refuse functions that hold trainable tensors where gradients come from a second pass.
+
+    The adjoint, reversible-Heun and checkpointed backward passes differentiate only the parameters they
+    are handed, which are those of ``torch.nn.Module`` arguments; a function's captured parameters would
+    silently get no gradient. A function without trainable tensors (gradients only for the initial state
+    or the control) is fine.
+    """
+    if adjoint == "direct":
+        return
+    for name, fn in fields.items():
+        if not isinstance(fn, torch.nn.Module) and _captures_trainables(fn):
+            raise SolverInputError(
+                f"adjoint={adjoint!r} differentiates the parameters of the {name} in a second pass, but the "
+                f"{name} is a plain {type(fn).__name__} holding trainable tensors, which would get no gradient. "
+                "Pass a torch.nn.Module, or use adjoint='direct'."
+            )
 
 
 def check_positive(value: float | None, name: str, required: bool = False) -> None:

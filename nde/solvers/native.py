@@ -340,6 +340,6 @@ def fixed_step_stats(evaluations_per_step: int, n_steps: int, adjoint: str) -> S
     from nde.solvers.common import SolveStats
 
     stats = SolveStats(nfe_forward=evaluations_per_step * n_steps, steps_accepted=n_steps)
-    if adjoint == "checkpoint":
+    if adjoint == "checkpoint" and torch.is_grad_enabled():
         stats.nfe_backward, stats.backward_steps_accepted = evaluations_per_step * n_steps, n_steps
     return stats

@@ -19,6 +19,7 @@ from nde.solvers.common import (
     SolverInputError,
     SolveStats,
     check_initial_state,
+    check_modules_for_adjoint,
     check_output_shape,
     check_positive,
     check_times,
@@ -197,6 +198,7 @@ def solve_ode(
     Raises:
         SolverInputError: on malformed input, before any solving.
     """
+    check_modules_for_adjoint(adjoint, vector_field=vector_field)
     if backend == "native":
         return _solve_ode_native(vector_field, y0, times, method, step_size, adjoint)
     if backend != "torchdiffeq":

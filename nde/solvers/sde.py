@@ -28,6 +28,7 @@ from nde.solvers.common import (
     SolverInputError,
     SolveStats,
     check_initial_state,
+    check_modules_for_adjoint,
     check_output_shape,
     check_positive,
     check_times,
@@ -249,6 +250,7 @@ def solve_sde(
     Returns:
         :class:`Solution` with ``ys [B, T, C]``; ``stats.steps_accepted`` counts the fixed steps.
     """
+    check_modules_for_adjoint(adjoint, drift=drift, diffusion=diffusion)
     if backend == "native":
         return _solve_sde_native(drift, diffusion, y0, times, noise_type, sde_type, method, dt, adjoint, bm,
                                  seed, generator)
@@ -354,6 +356,7 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
                                grid[k], steps[k], y, dw[k], create_graph=torch.is_grad_enabled())
 
     ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(drift, diffusion))
-    counted = native.fixed_step_stats(_NATIVE_NFE[method], plan.n_steps, adjoint)
+    per_step = 2 if noise_type == "additive" else _NATIVE_NFE[method]  # additive Milstein is Euler
+    counted = native.fixed_step_stats(per_step, plan.n_steps, adjoint)
     counted.nfe_forward += stats.nfe_forward  # the evaluation that read off the noise size
     return Solution(ys=ys, times=times, stats=counted)

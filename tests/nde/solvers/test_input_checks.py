@@ -283,3 +283,23 @@ def test_unknown_interpolation() -> None:
         make_control(values, kind="quadratic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown interpolation 'quadratic'"):
         NeuralCDE(C, H, interpolation="quadratic")  # type: ignore[arg-type]
+
+
+GLOBAL_NET = torch.nn.Linear(2, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend_adjoint", [("torchdiffeq", "adjoint"), ("native", "checkpoint")])
+def test_second_pass_gradients_refuse_functions_holding_parameters(backend_adjoint: tuple[str, str]) -> None:
+    backend, adjoint = backend_adjoint
+    local_net = torch.nn.Linear(2, 2, dtype=torch.float64)
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    times = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    for field in (lambda t, y: local_net(y), lambda t, y: GLOBAL_NET(y)):
+        with pytest.raises(SolverInputError, match="holding trainable tensors"):
+            solve_ode(field, y0, times, method="rk4", step_size=0.25, backend=backend, adjoint=adjoint)
+    # A function without trainable tensors is fine: gradients then flow to y0 only.
+    y0.requires_grad_(True)
+    solve_ode(lambda t, y: -y, y0, times, method="rk4", step_size=0.25, backend=backend,
+              adjoint=adjoint).ys.sum().backward()
+    assert torch.allclose(y0.grad, torch.full_like(y0, 1 + torch.exp(torch.tensor(-1.0, dtype=torch.float64))),
+                          atol=1e-3)
