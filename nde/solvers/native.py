@@ -153,36 +153,28 @@ def brownian_increments(grid: Tensor, shape: tuple[int, int], *, generator: torc
 # ---------------------------------------------------------------------------------------------------------
 
 
-def ode_step(method: str, f: Field, t: Tensor, h: Tensor, y: Tensor) -> Tensor:
-    """One explicit Runge–Kutta step of ``dy/dt = f(t, y)``."""
+def rk_step(method: str, stage: Callable[[int, Tensor, Tensor], Tensor], t: Tensor, h: Tensor, y: Tensor) -> Tensor:
+    """One explicit Runge–Kutta step; ``stage(i, s, w)`` is the right-hand side at the ``i``-th node."""
     if method == "euler":
-        return y + h * f(t, y)
+        return y + h * stage(0, t, y)
     if method == "midpoint":
-        k1 = f(t, y)
-        return y + h * f(t + 0.5 * h, y + 0.5 * h * k1)
+        return y + h * stage(1, t + 0.5 * h, y + 0.5 * h * stage(0, t, y))
     # The 3/8 rule, as torchdiffeq's rk4 (rk4_alt_step_func), so both agree to rounding.
-    k1 = f(t, y)
-    k2 = f(t + h / 3, y + h * k1 / 3)
-    k3 = f(t + 2 * h / 3, y + h * (k2 - k1 / 3))
-    k4 = f(t + h, y + h * (k1 - k2 + k3))
+    k1 = stage(0, t, y)
+    k2 = stage(1, t + h / 3, y + h * k1 / 3)
+    k3 = stage(2, t + 2 * h / 3, y + h * (k2 - k1 / 3))
+    k4 = stage(3, t + h, y + h * (k1 - k2 + k3))
     return y + h * (k1 + 3 * (k2 + k3) + k4) / 8
+
+
+def ode_step(method: str, f: Field, t: Tensor, h: Tensor, y: Tensor) -> Tensor:
+    """One Runge–Kutta step of ``dy/dt = f(t, y)``."""
+    return rk_step(method, lambda i, s, w: f(s, w), t, h, y)
 
 
 def cde_step(method: str, f: Field, t: Tensor, h: Tensor, z: Tensor, dxdt: Tensor) -> Tensor:
     """One Runge–Kutta step of ``dz/dt = f(t, z) dX/dt``, with ``dX/dt`` given at the method's nodes."""
-
-    def g(i: int, s: Tensor, w: Tensor) -> Tensor:
-        return (f(s, w) @ dxdt[i].unsqueeze(-1)).squeeze(-1)
-
-    if method == "euler":
-        return z + h * g(0, t, z)
-    if method == "midpoint":
-        return z + h * g(1, t + 0.5 * h, z + 0.5 * h * g(0, t, z))
-    k1 = g(0, t, z)
-    k2 = g(1, t + h / 3, z + h * k1 / 3)
-    k3 = g(2, t + 2 * h / 3, z + h * (k2 - k1 / 3))
-    k4 = g(3, t + h, z + h * (k1 - k2 + k3))
-    return z + h * (k1 + 3 * (k2 + k3) + k4) / 8
+    return rk_step(method, lambda i, s, w: (f(s, w) @ dxdt[i].unsqueeze(-1)).squeeze(-1), t, h, z)
 
 
 def _noise_product(g: Tensor, dw: Tensor, noise_type: str) -> Tensor:
