@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nde.solvers import AdjointMode, SolveStats, native, solve_ode
-from nde.solvers.ode import _solve_ode_native
+from nde.solvers.ode import native_ode_loop
 
 __all__ = ["NeuralODE"]
 
@@ -24,8 +24,7 @@ class _NativeSolve(nn.Module):
         self.plan = native.StepPlan.build(times, step_size)
 
     def forward(self, y0: Tensor) -> Tensor:
-        return _solve_ode_native(self.vector_field, y0, self.times, self.method, self.step_size, self.adjoint,
-                                 plan=self.plan).ys
+        return native_ode_loop(self.vector_field, y0, self.plan, self.method, self.adjoint)
 
 
 class NeuralODE(nn.Module):
@@ -38,7 +37,8 @@ class NeuralODE(nn.Module):
         graph: with ``backend="native"`` on CUDA, capture the solve and its backward pass as CUDA graphs
             (``torch.cuda.make_graphed_callables``) on the first call and replay them afterwards. The
             captured graphs are reused while the input's shape, dtype and device and ``times`` stay the
-            same, and rebuilt otherwise. ``y0`` is copied into the graph's static input on each call.
+            same, and rebuilt otherwise. ``y0`` is copied into the graph's static input on each call; the
+            input checks run when the graphs are built, not on every replay.
 
     Attributes:
         stats: :class:`nde.solvers.SolveStats` of the last forward call (backward counters fill in
@@ -74,6 +74,9 @@ class NeuralODE(nn.Module):
     def _graph_forward(self, y0: Tensor, times: Tensor) -> Tensor:
         key = (tuple(y0.shape), y0.dtype, y0.device, y0.requires_grad, tuple(times.tolist()))
         if self._graphed is None or self._graphed[0] != key:
+            # Check once, eagerly: inside the graph nothing may read values back to the host.
+            solve_ode(self.vector_field, y0.detach(), times, method=self.method, step_size=self.step_size,
+                      backend="native")
             solve = _NativeSolve(self.vector_field, times, self.method, self.step_size, self.adjoint)
             sample = y0.detach().clone().requires_grad_(y0.requires_grad)
             stages = len(native.NATIVE_ODE_METHODS[self.method].nodes)

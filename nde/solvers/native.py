@@ -13,9 +13,9 @@ Methods (class attributes of :class:`NativeMethod`):
   (Stratonovich, 0.5; 1.0 for commuting noise), ``milstein`` (Itô or Stratonovich, diagonal or scalar
   noise, strong order 1.0).
 
-Gradients: ``"direct"`` backpropagates through the loop; ``"checkpoint"`` keeps only the state after
-each step and recomputes one step at a time in the backward pass, so the memory of the network
-activations no longer grows with the number of steps (the states themselves, ``[B, C]`` per step, do).
+Gradients: ``"direct"`` backpropagates through the loop; ``"checkpoint"`` keeps the state every
+``ceil(sqrt(N))`` steps, recomputes each segment in the backward pass and differentiates one step at a
+time: the network's activations are held for one step only, and the stored states grow as ``sqrt(N)``.
 """
 
 from __future__ import annotations
@@ -91,18 +91,17 @@ class StepPlan:
     Attributes:
         grid: ``[N + 1]`` step boundaries.
         steps: ``[N]`` step sizes.
-        out_index: position in ``grid`` of each output time, as a list and as a device tensor.
+        out_index: position in ``grid`` of each output time.
     """
 
     grid: Tensor
     steps: Tensor
     out_index: list[int]
-    out_index_tensor: Tensor
 
     @classmethod
     def build(cls, times: Tensor, step_size: float | None, knots: Tensor | None = None) -> StepPlan:
         grid, index = step_grid(times, step_size, knots)
-        return cls(grid, grid[1:] - grid[:-1], index, torch.tensor(index, device=grid.device))
+        return cls(grid, grid[1:] - grid[:-1], index)
 
     @property
     def n_steps(self) -> int:
@@ -121,9 +120,12 @@ def step_grid(times: Tensor, step_size: float | None, knots: Tensor | None = Non
         inner = inner[(inner > points[0]) & (inner < points[-1])]
         points = torch.unique(torch.cat([points, inner]))
     values = points.cpu().tolist()
+    # Gaps that are a whole number of steps up to the times' rounding must not gain an extra tiny step.
+    slack = 64 * torch.finfo(points.dtype).eps
     pieces: list[Tensor] = []
     for a, b in itertools.pairwise(values):
-        n = 1 if step_size is None else max(1, math.ceil((b - a) / step_size - 1e-9))
+        ratio = 1.0 if step_size is None else (b - a) / step_size
+        n = max(1, math.ceil(ratio * (1 - slack)))
         pieces.append(a + (b - a) * torch.arange(n, dtype=torch.float64) / n)
     grid = torch.cat([*pieces, torch.tensor(values[-1:], dtype=torch.float64)]).to(points)
     index = torch.searchsorted(grid, times.detach()).cpu().tolist()
@@ -228,51 +230,75 @@ def run_steps(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int]) ->
 
 
 class _CheckpointedSteps(torch.autograd.Function):
-    """Forward without a graph, keeping each step's state; backward recomputes one step at a time."""
+    """Two-level checkpointing of a fixed-step loop.
+
+    The forward pass runs without a graph and keeps the state at the start of every segment of
+    ``ceil(sqrt(N))`` steps. The backward pass walks the segments in reverse: it recomputes the segment's
+    states without a graph, then differentiates one step at a time. Memory: ``O(sqrt(N))`` states and one
+    step's activations; cost: one extra forward pass.
+    """
 
     @staticmethod
-    def forward(ctx, step: Step, n_steps: int, out_index: Tensor, y0: Tensor,  # type: ignore[override]
+    def forward(ctx, step: Step, n_steps: int, out_positions: dict[int, int], y0: Tensor,  # type: ignore[override]
                 *params: Tensor) -> Tensor:
-        states = y0.new_empty((n_steps + 1, *y0.shape))
-        states[0] = y0
+        segment = max(1, math.isqrt(max(n_steps - 1, 0)) + 1)
+        marks = y0.new_empty((-(-n_steps // segment), *y0.shape))
+        outputs = y0.new_empty((len(out_positions), *y0.shape))
         with torch.no_grad():
             y = y0
+            if 0 in out_positions:
+                outputs[out_positions[0]] = y0
             for k in range(n_steps):
+                if k % segment == 0:
+                    marks[k // segment] = y
                 y = step(k, y)
-                states[k + 1] = y
-        ctx.step, ctx.n_steps = step, n_steps
-        ctx.save_for_backward(states, out_index, *params)
-        return states.index_select(0, out_index).transpose(0, 1)
+                if k + 1 in out_positions:
+                    outputs[out_positions[k + 1]] = y
+        ctx.step, ctx.n_steps, ctx.segment, ctx.out_positions = step, n_steps, segment, out_positions
+        ctx.save_for_backward(marks, *params)
+        return outputs.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        states, out_index, *params = ctx.saved_tensors
-        grad_states = torch.zeros_like(states)
-        grad_states.index_add_(0, out_index, grad_out.transpose(0, 1))
-        adjoint = grad_states[ctx.n_steps]
+        marks, *params = ctx.saved_tensors
+        step, n_steps, segment, positions = ctx.step, ctx.n_steps, ctx.segment, ctx.out_positions
+        grad_out = grad_out.transpose(0, 1)
+        adjoint = grad_out[positions[n_steps]] if n_steps in positions else torch.zeros_like(marks[0])
         param_grads = [torch.zeros_like(p) for p in params]
         trainable = [i for i, p in enumerate(params) if p.requires_grad]
-        for k in range(ctx.n_steps - 1, -1, -1):
-            with torch.enable_grad():
-                y = states[k].detach().requires_grad_(True)
-                y_next = ctx.step(k, y)
-                inputs = [y] + [params[i] for i in trainable]
-                grads = torch.autograd.grad(y_next, inputs, grad_outputs=adjoint, allow_unused=True)
-            adjoint = grads[0] + grad_states[k]
-            for i, grad in zip(trainable, grads[1:], strict=True):
-                if grad is not None:
-                    param_grads[i] += grad
+        buffer = marks.new_empty((min(segment, n_steps), *marks.shape[1:]))
+        for s in range(marks.shape[0] - 1, -1, -1):
+            start, end = s * segment, min((s + 1) * segment, n_steps)
+            with torch.no_grad():
+                y = marks[s]
+                for k in range(start, end):
+                    buffer[k - start] = y
+                    if k + 1 < end:
+                        y = step(k, y)
+            for k in range(end - 1, start - 1, -1):
+                with torch.enable_grad():
+                    y = buffer[k - start].detach().requires_grad_(True)
+                    y_next = step(k, y)
+                    inputs = [y] + [params[i] for i in trainable]
+                    grads = torch.autograd.grad(y_next, inputs, grad_outputs=adjoint, allow_unused=True)
+                adjoint = grads[0]
+                if k in positions:
+                    adjoint = adjoint + grad_out[positions[k]]
+                for i, grad in zip(trainable, grads[1:], strict=True):
+                    if grad is not None:
+                        param_grads[i] += grad
         return (None, None, None, adjoint, *param_grads)
 
 
-def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Tensor,
+def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int],
                            params: Sequence[Tensor]) -> Tensor:
-    """As :func:`run_steps`, with memory for one step's activations plus the ``[N + 1, B, C]`` states.
+    """As :func:`run_steps`, keeping ``O(sqrt(N))`` states and one step's activations for the backward pass.
 
     ``params`` are the tensors the step depends on that need gradients (the vector fields' parameters,
     and for CDEs the control's derivative values).
     """
-    return _CheckpointedSteps.apply(step, n_steps, out_index, y0, *params)
+    positions = {k: j for j, k in enumerate(out_index)}
+    return _CheckpointedSteps.apply(step, n_steps, positions, y0, *params)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -323,7 +349,7 @@ def module_params(*fns: object) -> list[Tensor]:
 def integrate_steps(step: Step, y0: Tensor, plan: StepPlan, adjoint: str, params: Sequence[Tensor]) -> Tensor:
     """Run the loop with the chosen gradient mode; ``[B, T, C]``."""
     if adjoint == "checkpoint" and torch.is_grad_enabled():
-        return run_steps_checkpointed(step, y0, plan.n_steps, plan.out_index_tensor, params)
+        return run_steps_checkpointed(step, y0, plan.n_steps, plan.out_index, params)
     return run_steps(step, y0, plan.n_steps, plan.out_index)
 
 

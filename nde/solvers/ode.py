@@ -215,17 +215,28 @@ def solve_ode(
 
 
 def _solve_ode_native(vector_field: VectorField, y0: Tensor, times: Tensor, method: str, step_size: float | None,
-                      adjoint: str, plan: native.StepPlan | None = None) -> Solution:
+                      adjoint: str) -> Solution:
     spec = native.check_native(method, adjoint, native.NATIVE_ODE_METHODS, "ODE")
     check_initial_state(y0)
     check_times(times, y0)
     check_positive(step_size, "step_size")
-    plan = native.StepPlan.build(times, step_size) if plan is None else plan
-    grid, steps = plan.grid, plan.steps
+    plan = native.StepPlan.build(times, step_size)
     checked = native.first_call_checked(vector_field, tuple(y0.shape), "vector field")
+    ys = native_ode_loop(vector_field, y0, plan, method, adjoint, first_call=checked)
+    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(len(spec.nodes), plan.n_steps, adjoint))
+
+
+def native_ode_loop(vector_field: VectorField, y0: Tensor, plan: native.StepPlan, method: str, adjoint: str,
+                    first_call: VectorField | None = None) -> Tensor:
+    """The native ODE solve without input checks (they read values on the host): ``ys [B, T, C]``.
+
+    This is the part a CUDA graph captures; the checks and the :class:`~nde.solvers.native.StepPlan` come
+    before. ``first_call`` replaces the vector field at the first step (e.g. to check its output shape).
+    """
+    grid, steps = plan.grid, plan.steps
+    first = vector_field if first_call is None else first_call
 
     def step(k: int, y: Tensor) -> Tensor:
-        return native.ode_step(method, checked if k == 0 else vector_field, grid[k], steps[k], y)
+        return native.ode_step(method, first if k == 0 else vector_field, grid[k], steps[k], y)
 
-    ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(vector_field))
-    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(len(spec.nodes), plan.n_steps, adjoint))
+    return native.integrate_steps(step, y0, plan, adjoint, native.module_params(vector_field))
