@@ -247,7 +247,8 @@ def _solve_cde_native(vector_field: Callable[[Tensor, Tensor], Tensor], control:
     checked = native.first_call_checked(vector_field, (batch, hidden, dxdt.shape[-1]), "CDE vector field")
 
     def step(k: int, z: Tensor) -> Tensor:
-        return native.cde_step(method, checked if k == 0 else vector_field, grid[k], steps[k], z, per_step[k])
+        return native.cde_step(method, checked if k == 0 else vector_field, plan.grid_points[k],
+                               plan.step_sizes[k], z, per_step[k])
 
     params = native.module_params(vector_field)
     if dxdt.requires_grad:

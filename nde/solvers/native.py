@@ -98,6 +98,11 @@ class StepPlan:
     steps: Tensor
     out_index: list[int]
 
+    def __post_init__(self) -> None:
+        # 0-d views taken once: reading them in the loop is a list lookup, not an indexing kernel.
+        self.grid_points: list[Tensor] = list(self.grid.unbind(0))
+        self.step_sizes: list[Tensor] = list(self.steps.unbind(0))
+
     @classmethod
     def build(cls, times: Tensor, step_size: float | None, knots: Tensor | None = None) -> StepPlan:
         grid, index = step_grid(times, step_size, knots)

@@ -233,7 +233,7 @@ def native_ode_loop(vector_field: VectorField, y0: Tensor, plan: native.StepPlan
     This is the part a CUDA graph captures; the checks and the :class:`~nde.solvers.native.StepPlan` come
     before. ``first_call`` replaces the vector field at the first step (e.g. to check its output shape).
     """
-    grid, steps = plan.grid, plan.steps
+    grid, steps = plan.grid_points, plan.step_sizes
     first = vector_field if first_call is None else first_call
 
     def step(k: int, y: Tensor) -> Tensor:

@@ -338,22 +338,23 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
     g_shape = _diffusion_shape(diffusion, y0, times, noise_type, stats)
     noise_channels = y0.shape[1] if noise_type == "diagonal" else g_shape[2]
     plan = native.StepPlan.build(times, dt)
-    grid, steps = plan.grid, plan.steps
+    grid, steps = plan.grid_points, plan.step_sizes
     if bm is not None:
         shape = tuple(getattr(bm, "shape", ()))
         if shape != (y0.shape[0], noise_channels):
             raise SolverInputError(f"`bm` has shape {list(shape)}, expected [B, m] = {[y0.shape[0], noise_channels]}.")
-        dw = native.brownian_increments(grid, (y0.shape[0], noise_channels), bm=bm)
+        dw = native.brownian_increments(plan.grid, (y0.shape[0], noise_channels), bm=bm)
     else:
         if generator is None and seed is not None:
             generator = torch.Generator(device=y0.device).manual_seed(seed)
-        dw = native.brownian_increments(grid, (y0.shape[0], noise_channels), generator=generator)
+        dw = native.brownian_increments(plan.grid, (y0.shape[0], noise_channels), generator=generator)
+    increments = dw.unbind(0)
     f = native.first_call_checked(drift, tuple(y0.shape), "drift")
     g = native.first_call_checked(diffusion, g_shape, f"diffusion (noise_type={noise_type!r})")
 
     def step(k: int, y: Tensor) -> Tensor:
         return native.sde_step(method, sde_type, noise_type, f if k == 0 else drift, g if k == 0 else diffusion,
-                               grid[k], steps[k], y, dw[k], create_graph=torch.is_grad_enabled())
+                               grid[k], steps[k], y, increments[k], create_graph=torch.is_grad_enabled())
 
     ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(drift, diffusion))
     per_step = 2 if noise_type == "additive" else _NATIVE_NFE[method]  # additive Milstein is Euler
