@@ -50,10 +50,7 @@ import argparse
 import datetime
 import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -67,9 +64,9 @@ import torch
 import torchcde
 import torchdiffeq
 import torchsde
+from bench_common import TorchsdeSDE, machine_info, sync
 from torch import Tensor, nn
 
-import nde
 from nde.solvers import native, solve_cde, solve_ode, solve_sde
 from nde.solvers.ode import native_ode_loop
 
@@ -125,23 +122,6 @@ class DiagonalDiffusion(nn.Module):
         return 0.2 * torch.sigmoid(self.a * y + self.b)
 
 
-class TorchsdeSDE(nn.Module):
-    """The SDE as torchsde wants it, over the same drift and diffusion modules."""
-
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def __init__(self, drift: nn.Module, diffusion: nn.Module) -> None:
-        super().__init__()
-        self.drift, self.diffusion = drift, diffusion
-
-    def f(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.drift(t, y)
-
-    def g(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.diffusion(t, y)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Variants: one forward + backward computation each
 # --------------------------------------------------------------------------------------------------------------
@@ -191,11 +171,6 @@ def _eager(params: list[nn.Parameter], forward: Callable[[Any], Tensor]) -> Call
     return run
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _graphed(params: list[nn.Parameter], forward: Callable[[], Tensor], device: torch.device) -> Callable[[Any],
                                                                                                           Result]:
     """Forward + backward (``torch.autograd.grad``) captured once as one CUDA graph; each run replays it.
@@ -218,7 +193,7 @@ def _graphed(params: list[nn.Parameter], forward: Callable[[], Tensor], device: 
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static = fwd_bwd()
-    _sync(device)
+    sync(device)
 
     def run(_: Any) -> Result:
         graph.replay()
@@ -293,7 +268,7 @@ def ode_case(batch: int, steps: int, device: torch.device, graphs: bool, compile
             except Exception as error:  # report and go on with the other variants
                 case.info[f"{name} failed"] = f"{type(error).__name__}: {error}"
                 print(f"  {name} B={batch}: capture failed: {type(error).__name__}: {error}", file=sys.stderr)
-                _sync(device)
+                sync(device)
     if compile_mode is not None:
         compiled = torch.compile(lambda t, dt, y: native.ode_step("rk4", f, t, dt, y), mode=compile_mode)
 
@@ -444,12 +419,12 @@ def check_case(case: Case, tolerance: float) -> dict[str, dict[str, Any]]:
 def _timed(v: Variant, device: torch.device) -> float:
     state = v.setup()
     gc.collect()
-    _sync(device)
+    sync(device)
     gc.disable()
     try:
         start = time.perf_counter()
         v.run(state)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
     finally:
         gc.enable()
@@ -554,39 +529,6 @@ def measure_memory(adjoint: str, steps: int, batch: int, device: torch.device) -
 # --------------------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent, check=False).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu": cpu or platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torchdiffeq": torchdiffeq.__version__,
-        "torchsde": torchsde.__version__,
-        "torchcde": getattr(torchcde, "__version__", None),
-        "nde": nde.__version__,
-        "git_commit": commit,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-        info["tf32_matmul_timings"] = True
-    return info
 
 
 def _ms(seconds: float | None) -> str:

@@ -31,10 +31,7 @@ import ctypes
 import datetime
 import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import weakref
@@ -47,9 +44,9 @@ import torch
 import torchcde
 import torchdiffeq
 import torchsde
+from bench_common import TorchsdeSDE, machine_info, sync
 from torch import Tensor, nn
 
-import nde
 from nde.layers import MLPVectorField, NeuralCDE, NeuralODE, NeuralSDE
 
 STATE = 32  # state / hidden channels
@@ -154,29 +151,12 @@ def cde_case(batch: int, mode: str, steps: int, device: torch.device) -> Case:
                 model.vector_field.net[0].weight, model.vector_field, stats=lambda: model.stats.as_dict())
 
 
-class RawSDE(nn.Module):
-    """The SDE as torchsde wants it: ``f``/``g`` methods over the layer's own drift and diffusion modules."""
-
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def __init__(self, drift: nn.Module, diffusion: nn.Module) -> None:
-        super().__init__()
-        self.drift, self.diffusion = drift, diffusion
-
-    def f(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.drift(t, y)
-
-    def g(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.diffusion(t, y)
-
-
 def sde_case(batch: int, mode: str, steps: int, device: torch.device) -> Case:
     torch.manual_seed(0)
     dt = 1.0 / steps
     layer = NeuralSDE.mlp(STATE, width=WIDTH, depth=2, noise_type="diagonal", sde_type="ito", method="euler",
                           dt=dt, adjoint=mode).to(device)
-    sde = RawSDE(layer.drift, layer.diffusion)
+    sde = TorchsdeSDE(layer.drift, layer.diffusion)
     y0 = 0.1 * torch.randn(batch, STATE, device=device)
     times = torch.linspace(0.0, 1.0, 11, device=device)
 
@@ -203,11 +183,6 @@ def sde_case(batch: int, mode: str, steps: int, device: torch.device) -> Case:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _zero(params: list[nn.Parameter]) -> None:
     for p in params:
         p.grad = None
@@ -217,12 +192,12 @@ def _timed(fn: Callable[[Any], Tensor], case: Case, device: torch.device) -> flo
     state = case.setup()
     _zero(case.params)
     gc.collect()
-    _sync(device)
+    sync(device)
     gc.disable()
     try:
         start = time.perf_counter()
         fn(state)
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
     finally:
         gc.enable()
@@ -392,40 +367,6 @@ def measure_memory(layer_name: str, mode: str, steps: int, batch: int, device: t
 # --------------------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------------------
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent, check=False).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    info = {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "cpu": cpu or platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torchdiffeq": torchdiffeq.__version__,
-        "torchsde": torchsde.__version__,
-        "torchcde": getattr(torchcde, "__version__", None),
-        "nde": nde.__version__,
-        "git_commit": commit,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def _ms(seconds: float) -> str:
