@@ -122,7 +122,8 @@ def check_ode_method(method: str, adjoint: str, step_size: float | None) -> ODEM
     if method not in ODE_METHODS:
         raise SolverInputError(f"unknown ODE method {method!r}; choose one of {sorted(ODE_METHODS)}.")
     if adjoint not in _ODE_ADJOINTS:
-        hint = " (reversible Heun is an SDE method: use it with solve_sde)" if adjoint == "reversible_heun" else ""
+        hint = {"reversible_heun": " (reversible Heun is an SDE method: use it with solve_sde)",
+                "checkpoint": " with torchdiffeq (it is the native backend's: pass backend='native')"}.get(adjoint, "")
         raise SolverInputError(f"adjoint={adjoint!r} is not available for ODEs{hint}; choose one of {_ODE_ADJOINTS}.")
     spec = ODE_METHODS[method]
     if spec.adaptive and step_size is not None:

@@ -168,7 +168,8 @@ def check_sde_method(method: str | None, noise_type: str, sde_type: str, adjoint
     if sde_type not in _DEFAULT_METHOD:
         raise SolverInputError(f"unknown sde_type {sde_type!r}; choose 'ito' or 'stratonovich'.")
     if adjoint not in _SDE_ADJOINTS:
-        raise SolverInputError(f"unknown adjoint {adjoint!r}; choose one of {_SDE_ADJOINTS}.")
+        hint = " with torchsde (it is the native backend's: pass backend='native')" if adjoint == "checkpoint" else ""
+        raise SolverInputError(f"unknown adjoint {adjoint!r}{hint}; choose one of {_SDE_ADJOINTS}.")
     if method is None:
         method = "reversible_heun" if adjoint == "reversible_heun" else _DEFAULT_METHOD[sde_type]
     if method not in SDE_METHODS:
