@@ -300,13 +300,14 @@ def solve_sde(
     if adjoint == "direct":
         ys = torchsde.sdeint(sde, y0, times, bm=bm, method=spec.name, dt=dt)
     else:
-        params = [p for fn in (drift, diffusion) if isinstance(fn, nn.Module) for p in fn.parameters()]
+        params = native.module_params(drift, diffusion)
         adjoint_method = "adjoint_reversible_heun" if adjoint == "reversible_heun" else None
         ys = torchsde.sdeint_adjoint(sde, y0, times, bm=bm, method=spec.name, adjoint_method=adjoint_method,
                                      dt=dt, adjoint_params=tuple(params))
-        stats.backward_steps_accepted = _count_steps(times, dt)
     sde.in_backward = True
     stats.steps_accepted = _count_steps(times, dt)
+    if adjoint != "direct":
+        stats.backward_steps_accepted = stats.steps_accepted  # the adjoint retraces the same grid
     return Solution(ys=ys.transpose(0, 1), times=times, stats=stats)
 
 
