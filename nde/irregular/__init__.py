@@ -1,5 +1,12 @@
 """Models and data for irregularly sampled time series built on the layers of :mod:`nde.layers`."""
 
+from nde.irregular.base import (
+    ClassPrediction,
+    ForecastPrediction,
+    IrregularModel,
+    ModelFileError,
+    forecast_split,
+)
 from nde.irregular.data import (
     IrregularBatch,
     IrregularDataError,
@@ -8,15 +15,24 @@ from nde.irregular.data import (
     Standardizer,
     cde_controls,
 )
-from nde.irregular.ncde import NeuralCDEClassifier, classification_metrics
+from nde.irregular.ncde import NeuralCDEClassifier, NeuralCDEModel, classification_metrics
+from nde.irregular.registry import MODEL_NAMES, get_model_class
 
 __all__ = [
+    "MODEL_NAMES",
+    "ClassPrediction",
+    "ForecastPrediction",
     "IrregularBatch",
     "IrregularDataError",
     "IrregularDataset",
+    "IrregularModel",
     "IrregularSeries",
+    "ModelFileError",
     "NeuralCDEClassifier",
+    "NeuralCDEModel",
     "Standardizer",
     "cde_controls",
     "classification_metrics",
+    "forecast_split",
+    "get_model_class",
 ]
