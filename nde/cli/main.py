@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from nde import __version__
-from nde.cli import quickstart
+from nde.cli import irregular, quickstart
 
-# Each sub-command module has `add_parser(subparsers)` and `run(args) -> int`.
-SUBCOMMANDS = (quickstart,)
+# Each entry adds one sub-command's parser, whose defaults carry `run(args) -> int`.
+SUBCOMMANDS = (quickstart.add_parser, irregular.add_fit_parser, irregular.add_predict_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nde {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for module in SUBCOMMANDS:
-        module.add_parser(subparsers)
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
     return parser
 
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         # Input errors of the library are ValueError subclasses whose messages say what to fix.
         print(f"nde {args.command}: error: {err}", file=sys.stderr)
         return 2

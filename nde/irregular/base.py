@@ -297,6 +297,8 @@ class IrregularModel(ABC):
         self.classes: list[Any] | None = None
         self.channel_names: list[str] = []
         self.train_result: TrainResult | None = None
+        #: Free-form JSON-able notes saved with the model (the command line keeps the CSV's column names here).
+        self.metadata: dict[str, Any] = {}
 
     # ---- to implement
     @abstractmethod
@@ -486,7 +488,7 @@ class IrregularModel(ABC):
             raise RuntimeError("the model is not fitted")
         return {"format": _FORMAT, "model": self.name, "task": self.task, "forecast_fraction": self.forecast_fraction,
                 "hyperparameters": self.hyper, "channel_names": self.channel_names,
-                "classes": self.classes, "scaler": self.scaler.to_dict()}
+                "classes": self.classes, "scaler": self.scaler.to_dict(), "metadata": self.metadata}
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``weights.pt`` (atomically) into ``directory``; returns it."""
@@ -524,6 +526,7 @@ class IrregularModel(ABC):
         model.channel_names = list(cfg["channel_names"])
         model.classes = cfg["classes"]
         model.scaler = Standardizer.from_dict(cfg["scaler"])
+        model.metadata = dict(cfg.get("metadata") or {})
         model.net = model.build_network(len(model.channel_names),
                                         None if model.classes is None else len(model.classes))
         state = load_checkpoint(path / WEIGHTS_FILE, map_location="cpu")["model"]

@@ -245,6 +245,9 @@ class IrregularDataset:
         if not isinstance(df, pd.DataFrame):
             raise err(f"expected a pandas DataFrame, got {type(df).__name__}")
         special = [id_col, time_col] + ([label_col] if label_col is not None else [])
+        missing = [c for c in special if c not in df.columns]
+        if missing:
+            raise err(f"missing column(s) {missing}; found columns {list(df.columns)}")
         if value_cols is None:
             value_cols = [
                 c for c in df.columns
