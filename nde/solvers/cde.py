@@ -230,28 +230,51 @@ def solve_cde(
 def _solve_cde_native(vector_field: Callable[[Tensor, Tensor], Tensor], control: Control, z0: Tensor,
                       times: Tensor, method: str, step_size: float | None, adjoint: str) -> Solution:
     check_positive(step_size, "step_size")
-    spec = native.NATIVE_ODE_METHODS[method]
     plan = native.StepPlan.build(times, step_size, knots=control.grid_points)
+    dxdt = native_control_derivatives(control, plan, method)
+    batch, hidden = z0.shape
+    checked = native.first_call_checked(vector_field, (batch, hidden, dxdt.shape[-1]), "CDE vector field")
+    ys = native_cde_loop(vector_field, z0, plan, dxdt, method=method, adjoint=adjoint, first_call=checked)
+    n_nodes = len(native.NATIVE_ODE_METHODS[method].nodes)
+    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(n_nodes, plan.n_steps, adjoint))
+
+
+def native_control_derivatives(control: Control, plan: native.StepPlan, method: str) -> Tensor:
+    """The control's derivative at every stage time of the plan: ``[N, S, B, C]``.
+
+    One-sided at the step's ends: at a knot of a piecewise-linear path the derivative is that of the
+    segment being stepped over. Traceable by ``torch.compile`` for torchcde's interpolations, so a compiled
+    solve may start from the coefficients.
+    """
+    spec = native.NATIVE_ODE_METHODS[method]
     grid, steps = plan.grid, plan.steps
-    n_steps, n_nodes = plan.n_steps, len(spec.nodes)
     nodes = torch.tensor(spec.nodes, dtype=grid.dtype, device=grid.device)
     stage_times = grid[:-1, None] + nodes * steps[:, None]  # [N, S]
-    # One-sided at the step's ends: a knot of a piecewise-linear path belongs to the segment stepped over.
     stage_times[:, 0] = torch.nextafter(stage_times[:, 0], grid[1:])
     if spec.nodes[-1] == 1.0:
         stage_times[:, -1] = torch.nextafter(stage_times[:, -1], grid[:-1])
     dxdt = control.derivative(stage_times.flatten())  # [B, N * S, C]
-    dxdt = dxdt.reshape(dxdt.shape[0], n_steps, n_nodes, dxdt.shape[-1]).permute(1, 2, 0, 3)
+    return dxdt.reshape(dxdt.shape[0], plan.n_steps, len(spec.nodes), dxdt.shape[-1]).permute(1, 2, 0, 3)
+
+
+def native_cde_loop(vector_field: Callable[[Tensor, Tensor], Tensor], z0: Tensor, plan: native.StepPlan,
+                    dxdt: Tensor, *, method: str = "rk4", adjoint: str = "direct",
+                    first_call: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """The native CDE solve without input checks: ``ys [B, T, H]``.
+
+    The part a CUDA graph captures or ``torch.compile(fullgraph=True)`` traces; the checks and the
+    :class:`~nde.solvers.native.StepPlan` (built with ``knots=control.grid_points``) come before.
+    ``dxdt [N, S, B, C]`` is the control's derivative at the stage times, from
+    :func:`native_control_derivatives`. ``first_call`` replaces the vector field at the first step.
+    """
+    first = vector_field if first_call is None else first_call
     per_step = dxdt.unbind(0)  # N x [S, B, C]: a checkpointed step differentiates only its own slice
-    batch, hidden = z0.shape
-    checked = native.first_call_checked(vector_field, (batch, hidden, dxdt.shape[-1]), "CDE vector field")
 
     def step(k: int, z: Tensor) -> Tensor:
-        return native.cde_step(method, checked if k == 0 else vector_field, plan.grid_points[k],
+        return native.cde_step(method, first if k == 0 else vector_field, plan.grid_points[k],
                                plan.step_sizes[k], z, per_step[k])
 
     params = native.module_params(vector_field)
     if dxdt.requires_grad:
         params = params + list(per_step)
-    ys = native.integrate_steps(step, z0, plan, adjoint, params)
-    return Solution(ys=ys, times=times, stats=native.fixed_step_stats(n_nodes, n_steps, adjoint))
+    return native.integrate_steps(step, z0, plan, adjoint, params)

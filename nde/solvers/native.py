@@ -16,6 +16,13 @@ Methods (class attributes of :class:`NativeMethod`):
 Gradients: ``"direct"`` backpropagates through the loop; ``"checkpoint"`` keeps the state every
 ``ceil(sqrt(N))`` steps, recomputes each segment in the backward pass and differentiates one step at a
 time: the network's activations are held for one step only, and the stored states grow as ``sqrt(N)``.
+
+Under ``torch.compile`` the check-free loops (:func:`nde.solvers.ode.native_ode_loop`,
+:func:`nde.solvers.sde.native_sde_loop`, :func:`nde.solvers.cde.native_cde_loop`) trace to one graph
+(``fullgraph=True``). There ``"checkpoint"`` wraps each segment in ``torch.utils.checkpoint`` instead of
+the eager custom autograd function, whose backward calls ``torch.autograd.grad`` (which dynamo does not
+trace by default): the compiled forward saves segment states, not the network's activations, and the
+gradients are the same.
 """
 
 from __future__ import annotations
@@ -246,7 +253,7 @@ class _CheckpointedSteps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, step: Step, n_steps: int, out_positions: dict[int, int], y0: Tensor,  # type: ignore[override]
                 *params: Tensor) -> Tensor:
-        segment = max(1, math.isqrt(max(n_steps - 1, 0)) + 1)
+        segment = checkpoint_segment(n_steps)
         marks = y0.new_empty((-(-n_steps // segment), *y0.shape))
         outputs = y0.new_empty((len(out_positions), *y0.shape))
         with torch.no_grad():
@@ -306,6 +313,41 @@ def run_steps_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Sequ
     return _CheckpointedSteps.apply(step, n_steps, positions, y0, *params)
 
 
+def checkpoint_segment(n_steps: int) -> int:
+    """Steps per checkpointed segment: ``ceil(sqrt(N))``."""
+    return max(1, math.isqrt(max(n_steps - 1, 0)) + 1)
+
+
+def run_steps_segment_checkpointed(step: Step, y0: Tensor, n_steps: int, out_index: Sequence[int]) -> Tensor:
+    """As :func:`run_steps_checkpointed`, with each segment of ``ceil(sqrt(N))`` steps a ``torch.utils.checkpoint``.
+
+    The form ``torch.compile`` traces without graph breaks (the partitioner recomputes each segment in the
+    backward graph); gradients reach every tensor the step reads, so no parameter list is needed.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    segment = checkpoint_segment(n_steps)
+    wanted = set(out_index)
+    states = {0: y0}
+    y = y0
+    for start in range(0, n_steps, segment):
+        end = min(start + segment, n_steps)
+        kept = [k for k in range(start + 1, end) if k in wanted]  # states inside the segment that are outputs
+
+        def run(y: Tensor, start: int = start, end: int = end, kept: list[int] = kept) -> tuple[Tensor, ...]:
+            inner = []
+            for k in range(start, end):
+                y = step(k, y)
+                if k + 1 in kept:
+                    inner.append(y)
+            return (y, *inner)
+
+        y, *inner = checkpoint(run, y, use_reentrant=False)
+        states.update(zip(kept, inner, strict=True))
+        states[end] = y
+    return torch.stack([states[i] for i in out_index], dim=1)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Checks and the pieces the solver fronts share.
 # ---------------------------------------------------------------------------------------------------------
@@ -352,10 +394,22 @@ def module_params(*fns: object) -> list[Tensor]:
 
 
 def integrate_steps(step: Step, y0: Tensor, plan: StepPlan, adjoint: str, params: Sequence[Tensor]) -> Tensor:
-    """Run the loop with the chosen gradient mode; ``[B, T, C]``."""
+    """Run the loop with the chosen gradient mode; ``[B, T, C]``.
+
+    Under ``torch.compile`` checkpointing goes through ``torch.utils.checkpoint``, which dynamo traces (the
+    eager autograd function's backward calls ``torch.autograd.grad``, a graph break by default).
+    """
     if adjoint == "checkpoint" and torch.is_grad_enabled():
+        if _is_compiling():
+            return run_steps_segment_checkpointed(step, y0, plan.n_steps, plan.out_index)
         return run_steps_checkpointed(step, y0, plan.n_steps, plan.out_index, params)
     return run_steps(step, y0, plan.n_steps, plan.out_index)
+
+
+def _is_compiling() -> bool:
+    """Whether dynamo is tracing (a constant while it does, so no graph break)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return torch._dynamo.is_compiling() if is_compiling is None else is_compiling()
 
 
 def fixed_step_stats(evaluations_per_step: int, n_steps: int, adjoint: str) -> SolveStats:

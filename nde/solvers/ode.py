@@ -231,8 +231,9 @@ def native_ode_loop(vector_field: VectorField, y0: Tensor, plan: native.StepPlan
                     first_call: VectorField | None = None) -> Tensor:
     """The native ODE solve without input checks (they read values on the host): ``ys [B, T, C]``.
 
-    This is the part a CUDA graph captures; the checks and the :class:`~nde.solvers.native.StepPlan` come
-    before. ``first_call`` replaces the vector field at the first step (e.g. to check its output shape).
+    This is the part a CUDA graph captures or ``torch.compile(fullgraph=True)`` traces; the checks and the
+    :class:`~nde.solvers.native.StepPlan` come before. ``first_call`` replaces the vector field at the first
+    step (e.g. to check its output shape).
     """
     grid, steps = plan.grid_points, plan.step_sizes
     first = vector_field if first_call is None else first_call

@@ -340,7 +340,6 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
     g_shape = _diffusion_shape(diffusion, y0, times, noise_type, stats)
     noise_channels = y0.shape[1] if noise_type == "diagonal" else g_shape[2]
     plan = native.StepPlan.build(times, dt)
-    grid, steps = plan.grid_points, plan.step_sizes
     if bm is not None:
         shape = tuple(getattr(bm, "shape", ()))
         if shape != (y0.shape[0], noise_channels):
@@ -350,16 +349,36 @@ def _solve_sde_native(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Call
         if generator is None and seed is not None:
             generator = torch.Generator(device=y0.device).manual_seed(seed)
         dw = native.brownian_increments(plan.grid, (y0.shape[0], noise_channels), generator=generator)
-    increments = dw.unbind(0)
     f = native.first_call_checked(drift, tuple(y0.shape), "drift")
     g = native.first_call_checked(diffusion, g_shape, f"diffusion (noise_type={noise_type!r})")
-
-    def step(k: int, y: Tensor) -> Tensor:
-        return native.sde_step(method, sde_type, noise_type, f if k == 0 else drift, g if k == 0 else diffusion,
-                               grid[k], steps[k], y, increments[k], create_graph=torch.is_grad_enabled())
-
-    ys = native.integrate_steps(step, y0, plan, adjoint, native.module_params(drift, diffusion))
+    ys = native_sde_loop(drift, diffusion, y0, plan, dw, method=method, sde_type=sde_type, noise_type=noise_type,
+                         adjoint=adjoint, first_calls=(f, g))
     per_step = 2 if noise_type == "additive" else _NATIVE_NFE[method]  # additive Milstein is Euler
     counted = native.fixed_step_stats(per_step, plan.n_steps, adjoint)
     counted.nfe_forward += stats.nfe_forward  # the evaluation that read off the noise size
     return Solution(ys=ys, times=times, stats=counted)
+
+
+def native_sde_loop(drift: Callable[[Tensor, Tensor], Tensor], diffusion: Callable[[Tensor, Tensor], Tensor],
+                    y0: Tensor, plan: native.StepPlan, dw: Tensor, *, method: str = "euler", sde_type: str = "ito",
+                    noise_type: str = "diagonal", adjoint: str = "direct",
+                    first_calls: tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]
+                    | None = None) -> Tensor:
+    """The native SDE solve without input checks: ``ys [B, T, C]``, on given Brownian increments.
+
+    The part a CUDA graph captures or ``torch.compile(fullgraph=True)`` traces; the checks, the
+    :class:`~nde.solvers.native.StepPlan` and the increments ``dw [N, B, m]`` (e.g.
+    :func:`~nde.solvers.native.brownian_increments` over ``plan.grid``) come before. Milstein (except for
+    additive noise) differentiates the diffusion inside each step with ``torch.autograd.grad``, which
+    dynamo does not trace by default: compile ``euler`` or ``heun``. ``first_calls`` replace drift and
+    diffusion at the first step (e.g. to check their output shapes).
+    """
+    grid, steps, increments = plan.grid_points, plan.step_sizes, dw.unbind(0)
+    f0, g0 = (drift, diffusion) if first_calls is None else first_calls
+
+    def step(k: int, y: Tensor) -> Tensor:
+        # create_graph read per call: a checkpointed forward runs without a graph, its recomputation with one.
+        return native.sde_step(method, sde_type, noise_type, f0 if k == 0 else drift, g0 if k == 0 else diffusion,
+                               grid[k], steps[k], y, increments[k], create_graph=torch.is_grad_enabled())
+
+    return native.integrate_steps(step, y0, plan, adjoint, native.module_params(drift, diffusion))
