@@ -19,7 +19,9 @@ def test_pages_with_examples_exist() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_doc_examples_run(page: Path) -> None:
+def test_doc_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Examples write files (a CSV, a model folder, a plot) into the working directory: keep them out of the repo.
+    monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(BLOCK.findall(page.read_text(encoding="utf-8"))):
