@@ -51,6 +51,7 @@ from nde.train.checkpoint import load_checkpoint, save_checkpoint
 __all__ = [
     "ClassPrediction",
     "ForecastPrediction",
+    "GaussianForecastNetwork",
     "IrregularModel",
     "ModelFileError",
     "Task",
@@ -59,6 +60,7 @@ __all__ = [
     "forecast_split",
     "gaussian_nll",
     "interpolate_path",
+    "positive_std",
 ]
 
 Task = Literal["classify", "forecast"]
@@ -114,6 +116,35 @@ def gaussian_nll(mean: Tensor, std: Tensor, values: Tensor, mask: Tensor) -> Ten
     return (nll * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+#: ``softplus(SOFTPLUS_INV_1) = 1``: a head output of 0 means a standard deviation of 1 at initialisation,
+#: which keeps the first steps' Gaussian likelihood tame (a floor of 1e-3 there made it reach 1e6).
+SOFTPLUS_INV_1 = 0.5413
+
+
+def positive_std(raw: Tensor, floor: float = 1e-2) -> Tensor:
+    """``softplus(raw + SOFTPLUS_INV_1) + floor``: a standard deviation that is 1 (plus the floor) at ``raw = 0``."""
+    return nn.functional.softplus(raw + SOFTPLUS_INV_1) + floor
+
+
+class GaussianForecastNetwork(nn.Module):
+    """Base of forecast networks with independent Gaussian marginals at the target times.
+
+    Subclasses implement ``distribution(inputs) -> (mean, std)``, each ``[B, Q, C]``; the training loss is
+    the Gaussian negative log-likelihood per observed target entry and draws are ``mean + std * ε``.
+    """
+
+    def distribution(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def loss(self, inputs: dict[str, Tensor]) -> Tensor:
+        mean, std = self.distribution(inputs)
+        return gaussian_nll(mean, std, inputs["target_values"], inputs["target_mask"])
+
+    def sample(self, inputs: dict[str, Tensor], n_samples: int) -> Tensor:
+        mean, std = self.distribution(inputs)
+        return mean + std * torch.randn((n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+
+
 def forecast_split(data: IrregularDataset, forecast_fraction: float) -> tuple[IrregularDataset, IrregularDataset]:
     """Cut every series into a context and its forecast targets.
 
@@ -161,7 +192,7 @@ class TensorDictDataset(Dataset[dict[str, Tensor]]):
             yield {k: v[start:start + batch_size].to(device) for k, v in self.tensors.items()}
 
 
-def _standard_inputs(batch: IrregularBatch, prefix: str = "") -> dict[str, Tensor]:
+def standard_inputs(batch: IrregularBatch, prefix: str = "") -> dict[str, Tensor]:
     mask = batch.mask.to(batch.values.dtype)
     return {
         f"{prefix}times": batch.times,
@@ -169,6 +200,26 @@ def _standard_inputs(batch: IrregularBatch, prefix: str = "") -> dict[str, Tenso
         f"{prefix}mask": mask,
         f"{prefix}lengths": batch.lengths,
     }
+
+
+class _Objective(nn.Module):
+    """The training loss of a network as a module's forward: ``net.loss(batch)`` when the network has a
+    ``loss`` method (forecasters; classifiers with an objective of their own), else the cross-entropy of
+    ``net(batch)`` against ``batch["labels"]``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        loss = getattr(self.net, "loss", None)
+        if loss is not None:
+            return loss(batch)
+        return nn.functional.cross_entropy(self.net(batch), batch["labels"])
+
+
+def _call(module: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    return module(batch)
 
 
 # --------------------------------------------------------------------------- predictions
@@ -297,6 +348,9 @@ class IrregularModel(ABC):
         self.classes: list[Any] | None = None
         self.channel_names: list[str] = []
         self.train_result: TrainResult | None = None
+        #: Optimiser steps per epoch of the fit in progress (0 before any); ``build_network`` may use it, e.g. to
+        #: turn a KL warm-up given in epochs into steps.
+        self.steps_per_epoch = 0
         #: Free-form JSON-able notes saved with the model (the command line keeps the CSV's column names here).
         self.metadata: dict[str, Any] = {}
 
@@ -326,15 +380,15 @@ class IrregularModel(ABC):
         scaled = self._scaled(data)
         if self.task == "classify":
             batch = scaled.batch()
-            inputs = _standard_inputs(batch)
+            inputs = standard_inputs(batch)
             if with_labels:
                 if batch.labels is None:
                     raise IrregularDataError(f"{data.source}: classification needs labels (a label column)")
                 inputs["labels"] = batch.labels
         else:
             context, target = forecast_split(scaled, self.forecast_fraction)
-            inputs = _standard_inputs(context.batch())
-            inputs.update(_standard_inputs(target.batch(), prefix="target_"))
+            inputs = standard_inputs(context.batch())
+            inputs.update(standard_inputs(target.batch(), prefix="target_"))
         return self._with_extra(inputs)
 
     def _with_extra(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -358,10 +412,8 @@ class IrregularModel(ABC):
         self.net = self.build_network(len(self.channel_names), n_classes)
 
     def _loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        if self.task == "classify":
-            return nn.functional.cross_entropy(net(batch), batch["labels"])
-        loss_fn = net.module.loss if isinstance(net, nn.parallel.DistributedDataParallel) else net.loss
-        return loss_fn(batch)
+        """The training objective of ``net`` on ``batch`` (see :class:`_Objective`)."""
+        return _Objective(net)(batch)
 
     def fit(self, train_data: IrregularDataset, val_data: IrregularDataset | None = None, *, epochs: int = 30,
             batch_size: int = 32, lr: float = 1e-2, weight_decay: float = 1e-4, patience: int | None = None,
@@ -377,6 +429,7 @@ class IrregularModel(ABC):
         if val_data is not None:
             self._check_data(val_data)
         self.scaler = Standardizer().fit(train_data)
+        self.steps_per_epoch = math.ceil(len(train_data) / batch_size) if batch_size > 0 else 0
         torch.manual_seed(seed)
         self._setup(train_data)
         assert self.net is not None
@@ -391,8 +444,10 @@ class IrregularModel(ABC):
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
                              seed=seed, patience=patience, monitor="val_loss", out_dir=out_dir, resume=resume,
                              progress=progress)
-        self.train_result = train(self.net, TensorDictDataset(train_inputs), self._loss, config=config,
-                                  validate=validate)
+        # The objective is the module trained, so that under DDP the loss itself runs through the wrapper's
+        # forward (which is what synchronises the gradients), whichever method of the network computes it.
+        self.train_result = train(_Objective(self.net), TensorDictDataset(train_inputs), _call, config=config,
+                                  validate=None if validate is None else lambda objective: validate(objective.net))
         self.net.eval()
         return self.train_result
 
@@ -453,8 +508,8 @@ class IrregularModel(ABC):
         context = context._replace([t - s for t, s in zip(context._times, starts, strict=True)], context._values)
         scaled_target = scaled_target._replace([t - s for t, s in zip(scaled_target._times, starts, strict=True)],
                                                scaled_target._values)
-        inputs = _standard_inputs(context.batch())
-        inputs.update(_standard_inputs(scaled_target.batch(), prefix="target_"))
+        inputs = standard_inputs(context.batch())
+        inputs.update(standard_inputs(scaled_target.batch(), prefix="target_"))
         return self._forecast(data, self._with_extra(inputs), n_samples, batch_size, seed, target=target)
 
     def _forecast(self, data: IrregularDataset, inputs: dict[str, Tensor], n_samples: int, batch_size: int,

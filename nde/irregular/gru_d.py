@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nde.irregular.base import IrregularModel, Task, gaussian_nll
+from nde.irregular.base import GaussianForecastNetwork, IrregularModel, Task, positive_std
 from nde.layers.vector_fields import mlp
 
 __all__ = ["GRUD", "GRUDModel", "grud_deltas", "grud_features"]
@@ -137,7 +137,7 @@ class _GRUDClassifierNetwork(nn.Module):
         return self.readout(self.encoder(inputs)[0])
 
 
-class _GRUDForecastNetwork(nn.Module):
+class _GRUDForecastNetwork(GaussianForecastNetwork):
     """Gaussian forecasts from the decayed final state.
 
     At a target time ``t_q`` (gap ``τ_q = t_q - t_last``), channel ``d`` has gone ``δ_q^d = τ_q + δ_end^d``
@@ -158,15 +158,7 @@ class _GRUDForecastNetwork(nn.Module):
         h_q = self.encoder.hidden_decay(delta) * h.unsqueeze(1)  # [B, Q, H]
         x_q = self.encoder.input_decay(delta) * feats["x_end"].unsqueeze(1)  # [B, Q, C]
         mean, raw = self.head(torch.cat([h_q, x_q], dim=-1)).chunk(2, dim=-1)
-        return mean, nn.functional.softplus(raw + 0.5413) + 1e-2
-
-    def loss(self, inputs: dict[str, Tensor]) -> Tensor:
-        mean, std = self.distribution(inputs)
-        return gaussian_nll(mean, std, inputs["target_values"], inputs["target_mask"])
-
-    def sample(self, inputs: dict[str, Tensor], n_samples: int) -> Tensor:
-        mean, std = self.distribution(inputs)
-        return mean + std * torch.randn((n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        return mean, positive_std(raw)
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:

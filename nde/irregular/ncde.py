@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from nde.irregular.base import IrregularModel, Task, decode_ode_on_grid, gaussian_nll
+from nde.irregular.base import GaussianForecastNetwork, IrregularModel, Task, decode_ode_on_grid, positive_std
 from nde.irregular.data import IrregularBatch, cde_controls
 from nde.layers import MLPVectorField, NeuralCDE
 from nde.layers.cde import Interpolation
@@ -113,7 +113,7 @@ class _NCDEClassifierNetwork(_NCDENetwork):
         return self.readout(self.encode(inputs))
 
 
-class _NCDEForecastNetwork(_NCDENetwork):
+class _NCDEForecastNetwork(_NCDENetwork, GaussianForecastNetwork):
     def __init__(self, decoder_steps: int, **kwargs) -> None:
         super().__init__(**kwargs)
         hidden, width = self.cde.hidden_channels, kwargs["width"]
@@ -126,15 +126,7 @@ class _NCDEForecastNetwork(_NCDENetwork):
         tau = (inputs["target_times"] - inputs["times"][:, -1:]).clamp_min(0.0)
         path = decode_ode_on_grid(self.decoder, z, tau, self.decoder_steps)
         mean, raw = self.head(path).chunk(2, dim=-1)
-        return mean, nn.functional.softplus(raw + 0.5413) + 1e-2  # std 1 at raw 0
-
-    def loss(self, inputs: dict[str, Tensor]) -> Tensor:
-        mean, std = self.distribution(inputs)
-        return gaussian_nll(mean, std, inputs["target_values"], inputs["target_mask"])
-
-    def sample(self, inputs: dict[str, Tensor], n_samples: int) -> Tensor:
-        mean, std = self.distribution(inputs)
-        return mean + std * torch.randn((n_samples, *mean.shape), dtype=mean.dtype, device=mean.device)
+        return mean, positive_std(raw)
 
 
 class NeuralCDEModel(IrregularModel):

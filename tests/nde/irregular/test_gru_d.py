@@ -15,7 +15,7 @@ from torch import nn
 
 from nde.data import dataset_path
 from nde.irregular import IrregularDataset, IrregularModel, Standardizer, get_model_class
-from nde.irregular.base import _standard_inputs
+from nde.irregular.base import standard_inputs
 from nde.irregular.gru_d import GRUD, GRUDModel, grud_deltas, grud_features
 from nde.metrics import crps_from_samples
 
@@ -41,7 +41,7 @@ def small_dataset(seed: int = 0, n: int = 4, channels: int = 3) -> IrregularData
 
 
 def inputs_of(ds: IrregularDataset, dtype=torch.float64) -> dict[str, torch.Tensor]:
-    return _standard_inputs(ds.batch(dtype=dtype))
+    return standard_inputs(ds.batch(dtype=dtype))
 
 
 def grud_reference(cell: nn.GRUCell, w_x, b_x, w_h, b_h, t, x, m, delta_input: bool = False) -> torch.Tensor:
