@@ -351,6 +351,9 @@ class IrregularModel(ABC):
         #: Optimiser steps per epoch of the fit in progress (0 before any); ``build_network`` may use it, e.g. to
         #: turn a KL warm-up given in epochs into steps.
         self.steps_per_epoch = 0
+        #: Statistics of the training data that shape the network (``mean_observations``: mean number of
+        #: observation times per series); set by :meth:`fit`, saved with the model.
+        self.data_stats: dict[str, float] = {}
         #: Free-form JSON-able notes saved with the model (the command line keeps the CSV's column names here).
         self.metadata: dict[str, Any] = {}
 
@@ -430,6 +433,7 @@ class IrregularModel(ABC):
             self._check_data(val_data)
         self.scaler = Standardizer().fit(train_data)
         self.steps_per_epoch = math.ceil(len(train_data) / batch_size) if batch_size > 0 else 0
+        self.data_stats = {"mean_observations": float(train_data.lengths.double().mean())}
         torch.manual_seed(seed)
         self._setup(train_data)
         assert self.net is not None
@@ -543,7 +547,8 @@ class IrregularModel(ABC):
             raise RuntimeError("the model is not fitted")
         return {"format": _FORMAT, "model": self.name, "task": self.task, "forecast_fraction": self.forecast_fraction,
                 "hyperparameters": self.hyper, "channel_names": self.channel_names,
-                "classes": self.classes, "scaler": self.scaler.to_dict(), "metadata": self.metadata}
+                "classes": self.classes, "scaler": self.scaler.to_dict(), "data_stats": self.data_stats,
+                "metadata": self.metadata}
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``weights.pt`` (atomically) into ``directory``; returns it."""
@@ -582,6 +587,7 @@ class IrregularModel(ABC):
         model.classes = cfg["classes"]
         model.scaler = Standardizer.from_dict(cfg["scaler"])
         model.metadata = dict(cfg.get("metadata") or {})
+        model.data_stats = dict(cfg.get("data_stats") or {})
         model.net = model.build_network(len(model.channel_names),
                                         None if model.classes is None else len(model.classes))
         state = load_checkpoint(path / WEIGHTS_FILE, map_location="cpu")["model"]

@@ -596,7 +596,8 @@ class Standardizer:
         return cls(mean, std, ts)
 
 
-def cde_controls(batch: IrregularBatch, *, include_time: bool = True, include_counts: bool = True) -> Tensor:
+def cde_controls(batch: IrregularBatch, *, include_time: bool = True, include_counts: bool = True,
+                 count_scale: float = 1.0) -> Tensor:
     """NaN-free control path ``[B, L, C']`` for a Neural CDE from a padded batch.
 
     Channels, in order: ``times`` (if ``include_time``); the ``C`` values with unobserved entries
@@ -604,7 +605,10 @@ def cde_controls(batch: IrregularBatch, *, include_time: bool = True, include_co
     the first observation; a channel never observed in a series is 0, the mean after standardisation);
     the cumulative observation count of each channel (if ``include_counts``; Kidger et al. 2020), which
     lets the model see informative missingness. Padding (mask False) therefore keeps every channel
-    constant after the end of a series. ``C' = include_time + C + C * include_counts``. Feed it to
+    constant after the end of a series. ``C' = include_time + C + C * include_counts``. ``count_scale``
+    multiplies the counts: left at 1 they grow with the length of the series and, through the CDE, drive
+    the state harder than the standardised values do (one over the mean number of observations per series
+    keeps them on the values' scale). Feed it to
     :func:`nde.layers.cde.interpolation_coefficients` with ``times`` or ``time_channel=0``.
     """
     values, mask = batch.values, batch.mask
@@ -621,5 +625,5 @@ def cde_controls(batch: IrregularBatch, *, include_time: bool = True, include_co
         parts.append(batch.times.to(values.dtype).unsqueeze(-1))
     parts.append(filled)
     if include_counts:
-        parts.append(mask.to(values.dtype).cumsum(dim=1))
+        parts.append(mask.to(values.dtype).cumsum(dim=1) * count_scale)
     return torch.cat(parts, dim=-1)

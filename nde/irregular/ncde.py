@@ -67,11 +67,11 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     return metrics
 
 
-def controls_from_inputs(inputs: dict[str, Tensor], prefix: str = "") -> Tensor:
-    """:func:`~nde.irregular.cde_controls` (time, filled values, observation counts) of standard inputs."""
+def controls_from_inputs(inputs: dict[str, Tensor], prefix: str = "", count_scale: float = 1.0) -> Tensor:
+    """:func:`~nde.irregular.cde_controls` (time, filled values, scaled observation counts) of standard inputs."""
     batch = IrregularBatch(times=inputs[f"{prefix}times"], values=inputs[f"{prefix}values"],
                            mask=inputs[f"{prefix}mask"] > 0, lengths=inputs[f"{prefix}lengths"], labels=None)
-    return cde_controls(batch)
+    return cde_controls(batch, count_scale=count_scale)
 
 
 class _NCDENetwork(nn.Module):
@@ -82,9 +82,11 @@ class _NCDENetwork(nn.Module):
     """
 
     def __init__(self, n_channels: int, hidden: int, width: int, depth: int, interpolation: Interpolation,
-                 method: str, step_size: float, backend: Literal["torchdiffeq", "native"]) -> None:
+                 method: str, step_size: float, backend: Literal["torchdiffeq", "native"],
+                 count_scale: float = 1.0) -> None:
         super().__init__()
         self.n_channels = n_channels
+        self.count_scale = count_scale
         self.cde = NeuralCDE(1 + 2 * n_channels, hidden, interpolation=interpolation, width=width, depth=depth,
                              method=method, step_size=step_size, backend=backend)
         # The final state grows with the path's length (the count channels rise by one per observation):
@@ -92,7 +94,7 @@ class _NCDENetwork(nn.Module):
         self.norm = nn.LayerNorm(hidden)
 
     def extra_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"coeffs": self.cde.coefficients(controls_from_inputs(inputs))}
+        return {"coeffs": self.cde.coefficients(controls_from_inputs(inputs, count_scale=self.count_scale))}
 
     def encode(self, inputs: dict[str, Tensor]) -> Tensor:
         # Read each series at its own last observation: with cubic Hermite interpolation the padded
@@ -161,7 +163,9 @@ class NeuralCDEModel(IrregularModel):
         h = dict(self.hyper)
         common = {"n_channels": n_channels, "hidden": h["hidden"], "width": h["width"], "depth": h["depth"],
                   "interpolation": h["interpolation"], "method": h["method"], "step_size": h["step_size"],
-                  "backend": h["backend"]}
+                  "backend": h["backend"],
+                  # Counts divided by the mean number of observations reach about 1 at a series' end.
+                  "count_scale": 1.0 / max(self.data_stats.get("mean_observations", 1.0), 1.0)}
         if self.task == "classify":
             assert n_classes is not None
             return _NCDEClassifierNetwork(n_classes, **common)
