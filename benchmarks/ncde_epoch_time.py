@@ -88,6 +88,7 @@ def main() -> int:
     train_data, _, _ = japanese_vowels_splits(args.drop, seed=0)
     model = NeuralCDEModel(task="classify")
     model.scaler = Standardizer().fit(train_data)
+    model.data_stats = {"mean_observations": float(train_data.lengths.double().mean())}  # as fit() sets it
     torch.manual_seed(0)
     model._setup(train_data)
     inputs = model.prepare(train_data)
