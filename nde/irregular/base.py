@@ -334,6 +334,8 @@ class IrregularModel(ABC):
 
     name: ClassVar[str]
     tasks: ClassVar[tuple[Task, ...]] = TASKS
+    #: Whether :meth:`interpolate` works: the network's latent path runs through the observation window.
+    interpolates: ClassVar[bool] = False
 
     def __init__(self, task: Task = "classify", forecast_fraction: float = 0.2, **hyperparameters: Any) -> None:
         if task not in self.tasks:
@@ -485,28 +487,48 @@ class IrregularModel(ABC):
         inputs = self.prepare(data)
         return self._forecast(data, inputs, n_samples, batch_size, seed)
 
-    @torch.no_grad()
     def forecast(self, data: IrregularDataset, future_times: Sequence[float] | np.ndarray | Tensor, *,
                  n_samples: int = 100, batch_size: int = 256, seed: int = 0) -> ForecastPrediction:
         """Forecast draws at ``future_times`` (``[Q]`` for all series, or ``[N, Q]``, in the data's time units)
         after the whole of each series; every future time must come after the series' last observation."""
+        return self._predict_at(data, future_times, after_end=True, n_samples=n_samples, batch_size=batch_size,
+                                seed=seed)
+
+    def interpolate(self, data: IrregularDataset, times: Sequence[float] | np.ndarray | Tensor, *,
+                    n_samples: int = 100, batch_size: int = 256, seed: int = 0) -> ForecastPrediction:
+        """Draws of the values at ``times`` (``[Q]`` or ``[N, Q]``, increasing, not before each series' first
+        observation) given the whole of each series: inside the observed window (interpolation) and after
+        it. Only for models whose latent path runs through the observations (``interpolates = True``:
+        ``latent_ode``, ``latent_sde``); the others summarise the series at its end."""
+        if not self.interpolates:
+            raise ValueError(f"model {self.name!r} does not interpolate (it reads the series only at its end); "
+                             "latent_ode and latent_sde do")
+        return self._predict_at(data, times, after_end=False, n_samples=n_samples, batch_size=batch_size,
+                                seed=seed)
+
+    @torch.no_grad()
+    def _predict_at(self, data: IrregularDataset, query_times: Sequence[float] | np.ndarray | Tensor, *,
+                    after_end: bool, n_samples: int, batch_size: int, seed: int) -> ForecastPrediction:
         if self.task != "forecast":
-            raise ValueError("forecast(...) needs a model fitted with task='forecast'")
+            raise ValueError("forecasts need a model fitted with task='forecast'")
         self._check_data(data)
-        future = torch.as_tensor(np.asarray(future_times, dtype=np.float64))
-        if future.ndim == 1:
-            future = future.expand(len(data), -1)
-        if future.ndim != 2 or future.shape[0] != len(data) or future.shape[1] == 0:
-            raise ValueError(f"future_times must have shape [Q] or [{len(data)}, Q], got {list(future.shape)}")
+        query = torch.as_tensor(np.asarray(query_times, dtype=np.float64))
+        if query.ndim == 1:
+            query = query.expand(len(data), -1)
+        if query.ndim != 2 or query.shape[0] != len(data) or query.shape[1] == 0:
+            raise ValueError(f"query times must have shape [Q] or [{len(data)}, Q], got {list(query.shape)}")
         for i, sid in enumerate(data.series_ids):
-            row = future[i]
+            row = query[i]
             if not bool(torch.isfinite(row).all()) or bool((row[1:] <= row[:-1]).any()):
-                raise ValueError(f"series {sid!r}: future times must be finite and strictly increasing")
-            if float(row[0]) <= float(data._times[i][-1]):
+                raise ValueError(f"series {sid!r}: query times must be finite and strictly increasing")
+            first, last = float(data._times[i][0]), float(data._times[i][-1])
+            if after_end and float(row[0]) <= last:
                 raise ValueError(f"series {sid!r}: future time {float(row[0])} is not after the last observation "
-                                 f"at {float(data._times[i][-1])}")
-        unknown = [np.full((future.shape[1], data.n_channels), np.nan)] * len(data)
-        target = data._replace([f.numpy() for f in future], unknown)
+                                 f"at {last}")
+            if float(row[0]) < first:
+                raise ValueError(f"series {sid!r}: time {float(row[0])} is before the first observation at {first}")
+        unknown = [np.full((query.shape[1], data.n_channels), np.nan)] * len(data)
+        target = data._replace([q.numpy() for q in query], unknown)
         context, scaled_target = self.scaler.transform(data), self.scaler.transform(target)  # type: ignore[union-attr]
         starts = [t[0] for t in context._times]
         context = context._replace([t - s for t, s in zip(context._times, starts, strict=True)], context._values)

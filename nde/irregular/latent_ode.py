@@ -181,6 +181,7 @@ class LatentODEModel(IrregularModel):
     """
 
     name = "latent_ode"
+    interpolates = True
     tasks = ("forecast", "classify")
 
     def __init__(self, task: Task = "forecast", forecast_fraction: float = 0.2, *, latent: int = 16,

@@ -307,6 +307,7 @@ class LatentSDEModel(IrregularModel):
     """
 
     name = "latent_sde"
+    interpolates = True
     tasks: tuple[Task, ...] = ("forecast",)
 
     def __init__(self, task: Task = "forecast", forecast_fraction: float = 0.2, *, latent: int = 4,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from nde.data import gaussian_crps
 from nde.irregular import IrregularDataset, IrregularModel, forecast_split, get_model_class
 from nde.irregular.latent_sde import LatentSDEModel, LatentSDENetwork
+from nde.metrics import crps_from_samples
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -317,3 +318,16 @@ def test_small_fit_on_ou_is_calibrated_and_close_to_the_exact_forecast():
     assert 0.80 <= scores["coverage_90"] <= 0.97, scores
     assert scores["crps"] < 1.15 * oracle, (scores, oracle)
     assert scores["crps"] < 0.9 * stationary, (scores, stationary)
+    # Interpolation: every other inner observation of the test paths held out and read off the posterior
+    # path given the rest; the OU bridge there is much narrower than the stationary law.
+    keep = [np.setdiff1d(np.arange(len(t)), np.arange(1, len(t) - 1, 2)) for t in test._times]
+    hidden = [np.arange(1, len(t) - 1, 2) for t in test._times]
+    context = test._replace([t[k] for t, k in zip(test._times, keep, strict=True)],
+                            [v[k] for v, k in zip(test._values, keep, strict=True)])
+    width = min(len(h) for h in hidden)
+    query = np.stack([t[h[:width]] for t, h in zip(test._times, hidden, strict=True)])
+    truth = np.stack([v[h[:width], 0] for v, h in zip(test._values, hidden, strict=True)])
+    inner = model.interpolate(context, query, n_samples=200, seed=0)
+    assert inner.samples.shape == (200, len(test), width, 1)
+    crps_inner = float(crps_from_samples(inner.samples[..., 0], torch.as_tensor(truth)).mean())
+    assert crps_inner < 0.8 * float(gaussian_crps(1.0, 0.8, truth).mean()), crps_inner
