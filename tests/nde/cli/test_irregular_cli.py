@@ -43,6 +43,12 @@ def test_fit_and_predict_classification_on_a_users_file(tmp_path: Path, capsys: 
     assert len(predictions) == metrics["n_test"]
     assert list(predictions.columns) == ["series_id", "predicted", "p_down", "p_up", "label"]
     assert (out / "model" / "config.json").is_file() and (out / "train" / "metrics.jsonl").is_file()
+    # The same command with more epochs continues from the checkpoint instead of starting over.
+    assert main(["fit", "--data", str(data), "--id-col", "pid", "--time-col", "when", "--label-col", "outcome",
+                 "--task", "classify", "--model", "gru", "--epochs", "9", "--batch-size", "8", "--seed", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    epochs = [json.loads(line)["epoch"] for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(9))
     # Predict on new data without labels: the saved model remembers the column names.
     frame = pd.read_csv(data).drop(columns=["outcome"])
     frame.iloc[:60].to_csv(tmp_path / "new.csv", index=False)
