@@ -1,6 +1,7 @@
 """The models of :mod:`nde.irregular` by the name the command line and saved model folders use.
 
-Classes are imported on first use, so that naming a model does not import every other model.
+Classes are imported on first use (``nde.irregular`` also exports them), so that the base module can name
+them without importing them.
 """
 
 from __future__ import annotations
