@@ -9,8 +9,16 @@ from collections.abc import Sequence
 from nde import __version__
 from nde.cli import irregular, quickstart
 
+
+def _add_tpp_parser(subparsers: object) -> None:
+    # The command line is a shell over both packages; the `nde` library itself never imports `tpp`.
+    from tpp.cli import add_parser
+
+    add_parser(subparsers)
+
+
 # Each entry adds one sub-command's parser, whose defaults carry `run(args) -> int`.
-SUBCOMMANDS = (quickstart.add_parser, irregular.add_fit_parser, irregular.add_predict_parser)
+SUBCOMMANDS = (quickstart.add_parser, irregular.add_fit_parser, irregular.add_predict_parser, _add_tpp_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

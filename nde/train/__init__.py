@@ -7,7 +7,13 @@ Typical use::
     result = train(model, dataset, loss_fn, config=TrainConfig(epochs=50, batch_size=64, out_dir="runs/x"))
 """
 
-from nde.train.checkpoint import CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from nde.train.checkpoint import (
+    CheckpointError,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from nde.train.device import DeviceUnavailableError, resolve_device
 from nde.train.distributed import DistEnv, DistributedSetupError, get_dist_env
 from nde.train.loop import (
@@ -38,6 +44,7 @@ __all__ = [
     "TrainConfigError",
     "TrainResult",
     "ValidateFn",
+    "atomic_write_bytes",
     "atomic_write_text",
     "get_dist_env",
     "load_checkpoint",

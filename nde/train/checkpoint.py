@@ -78,6 +78,8 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; give it the mode a plain open() would.
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
     except BaseException:
         # Also on KeyboardInterrupt: the destination is untouched, so only the temp file needs removing.
@@ -85,6 +87,12 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
             os.unlink(tmp_name)
         raise
     _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
@@ -105,7 +113,11 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> N
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write ``text`` (UTF-8) to ``path``, e.g. a JSON result file; parents are created."""
-    data = text.encode("utf-8")
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically write ``data`` to ``path`` (a temporary file beside it, fsynced, renamed over it)."""
     _atomic_write(path, lambda file: file.write(data))
 
 

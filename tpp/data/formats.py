@@ -46,12 +46,10 @@ Writers are atomic (a temporary file renamed into place) and write floats with `
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -60,7 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from nde.train.checkpoint import atomic_write_text
+from nde.train.checkpoint import atomic_write_bytes, atomic_write_text
 from tpp.data.sequences import EventSequences, TPPDataError
 
 __all__ = [
@@ -491,23 +489,6 @@ def read_easytpp_pickle(path: str | os.PathLike[str], split: str, *, allow_pickl
     return collector.build(num_marks)
 
 
-def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_easytpp_pickle(seqs: EventSequences, path: str | os.PathLike[str], split: str, *,
                          first_gap: FirstGap = "start") -> None:
     """Atomically write ``seqs`` as ``{'dim_process': K, split: [[{time_since_start, time_since_last_event,
@@ -525,7 +506,7 @@ def write_easytpp_pickle(seqs: EventSequences, path: str | os.PathLike[str], spl
             for times, gap, marks in zip(seqs.times, gaps, seqs.marks, strict=True)
         ],
     }
-    _atomic_write_bytes(path, pickle.dumps(data, protocol=4))
+    atomic_write_bytes(path, pickle.dumps(data, protocol=4))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,7 @@
+#!/bin/sh
+# Rebuilds this folder's train.json, dev.json, test.json and truth.json byte for byte.
+set -e
+cd "$(dirname "$0")"
+nde tpp generate hawkes --dim 5 --mu 0.1,0.15,0.1,0.2,0.05 \
+    --alpha "0.3,0.1,0,0,0.1; 0.1,0.2,0.1,0,0; 0,0.2,0.3,0.1,0; 0,0,0.1,0.2,0.2; 0.2,0,0,0.1,0.3" \
+    --beta 1.5 --n-seqs 500 --window 100 --split 0.8,0.1,0.1 --seed 5 --out .
