@@ -79,6 +79,8 @@ def fit_model(model: TPPModel, train_seqs: EventSequences, dev_seqs: EventSequen
         if seqs is not None and seqs.num_marks != model.num_marks:
             raise ValueError(f"the {name} split has {seqs.num_marks} marks, the model {model.num_marks}")
 
+    model.prepare(train_seqs)
+
     def collate(indices: list[int]) -> EventBatch:
         return make_batch(train_seqs, np.asarray(indices), dtype=dtype)
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
+from tpp.data.sequences import EventSequences
 
 __all__ = [
     "CONVENTIONS",
@@ -135,6 +136,10 @@ class TPPModel(nn.Module, ABC):
         arbitrary values. "Exact" means direct sampling from the model's law, or thinning with a proven
         upper bound on the intensity.
         """
+
+    def prepare(self, train_seqs: EventSequences) -> None:
+        """Set statistics of the training data the model uses (e.g. gap standardisation); called by
+        :func:`tpp.train.fit_model` before training. The default does nothing."""
 
     def loss(self, batch: EventBatch, convention: Convention = "easytpp") -> Tensor:
         """Training objective: minus the log-likelihood per scored event of the batch."""
