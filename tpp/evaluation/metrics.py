@@ -33,22 +33,31 @@ def next_event_predictions(model: TPPModel, seqs: EventSequences, *, n_samples: 
                            seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, np.ndarray]:
     """Predicted and true gaps and marks of every event but the first of each sequence.
 
-    Returns ``{"predicted_gap", "true_gap", "predicted_mark", "true_mark"}``, each ``[Σ (N_i - 1)]``, in the order
-    of the sequences and their events. Draws are made with the global torch RNG seeded by ``seed`` (restored
-    afterwards). A model whose next event may never come (an infinite gap) makes the mean infinite; such a
-    prediction counts as an infinite error.
+    Returns ``{"predicted_gap", "true_gap", "predicted_mark", "true_mark", "infinite_draws"}``, each
+    ``[Σ (N_i - 1)]``, in the order of the sequences and their events. Draws are made with the global torch RNG
+    seeded by ``seed`` (restored afterwards). A model whose next event may never come draws infinite gaps:
+    the predicted time is then the mean of the finite draws (the time given that an event comes), and
+    ``infinite_draws`` is the share of infinite ones (infinite when all are).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out: dict[str, list[np.ndarray]] = {"predicted_gap": [], "true_gap": [], "predicted_mark": [], "true_mark": []}
+    out: dict[str, list[np.ndarray]] = {"predicted_gap": [], "true_gap": [], "predicted_mark": [], "true_mark": [],
+                                        "infinite_draws": []}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for batch in batches(seqs, batch_size, dtype=dtype, device=device):
             gaps, marks = model.sample_next(batch, n_samples)  # [S, B, L]
-            predicted_gap = gaps.double().mean(0)  # [B, L]
+            gaps = gaps.double()
+            finite = torch.isfinite(gaps)
+            # A model may give the next event a probability below 1 (RMTPP with a decaying intensity): its
+            # "never" draws are infinite. The prediction is the mean of the finite draws, i.e. of the time
+            # given that an event comes; the share of infinite draws is reported beside it.
+            predicted_gap = torch.where(finite, gaps, 0.0).sum(0) / finite.sum(0).clamp_min(1)
+            predicted_gap = torch.where(finite.any(0), predicted_gap, torch.inf)  # [B, L]
+            out["infinite_draws"].append((~finite).double().mean(0)[:, :-1][batch.mask[:, 1:]].cpu().numpy())
             counts = torch.zeros(*marks.shape[1:], model.num_marks, device=marks.device)
             counts.scatter_add_(-1, marks.long().clamp(0, model.num_marks - 1).permute(1, 2, 0),
                                 torch.ones_like(marks, dtype=counts.dtype).permute(1, 2, 0))
@@ -66,7 +75,8 @@ def next_event_predictions(model: TPPModel, seqs: EventSequences, *, n_samples: 
 def evaluate_model(model: TPPModel, seqs: EventSequences, *, n_samples: int = 100, batch_size: int = 64,
                    seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """``test_ll_per_event_easytpp``, ``test_ll_per_event`` (full; None without windows), ``rmse``,
-    ``type_accuracy``, ``n_events``, ``n_predictions`` on ``seqs``."""
+    ``type_accuracy``, ``infinite_draw_share`` (see :func:`next_event_predictions`), ``n_events``,
+    ``n_predictions`` on ``seqs``."""
     easytpp = evaluate_log_likelihood(model, seqs, "easytpp", batch_size=batch_size, dtype=dtype)
     full = (evaluate_log_likelihood(model, seqs, "full", batch_size=batch_size, dtype=dtype)
             if seqs.windows is not None else None)
@@ -80,6 +90,7 @@ def evaluate_model(model: TPPModel, seqs: EventSequences, *, n_samples: int = 10
         "test_ll_per_event": None if full is None else float(full.per_event()),
         "rmse": float(math.sqrt(np.mean(errors**2))) if n else float("nan"),
         "type_accuracy": float(np.mean(hits)) if n else float("nan"),
+        "infinite_draw_share": float(np.mean(predictions["infinite_draws"])) if n else 0.0,
         "n_events": seqs.num_events,
         "n_predictions": n,
         "n_samples": n_samples,
