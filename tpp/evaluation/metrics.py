@@ -59,8 +59,9 @@ def next_event_predictions(model: TPPModel, seqs: EventSequences, *, n_samples: 
             predicted_gap = torch.where(finite.any(0), predicted_gap, torch.inf)  # [B, L]
             out["infinite_draws"].append((~finite).double().mean(0)[:, :-1][batch.mask[:, 1:]].cpu().numpy())
             counts = torch.zeros(*marks.shape[1:], model.num_marks, device=marks.device)
+            # Draws with no next event (infinite gap; mark -1 by convention) do not vote for a mark.
             counts.scatter_add_(-1, marks.long().clamp(0, model.num_marks - 1).permute(1, 2, 0),
-                                torch.ones_like(marks, dtype=counts.dtype).permute(1, 2, 0))
+                                finite.to(counts.dtype).permute(1, 2, 0))
             predicted_mark = counts.argmax(-1)  # [B, L]
             # Position j predicts event j + 1: valid where event j + 1 exists.
             target = batch.mask[:, 1:]

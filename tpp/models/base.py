@@ -134,7 +134,8 @@ class TPPModel(nn.Module, ABC):
         Entry ``[s, b, j]`` is a draw of the time from event ``j`` of sequence ``b`` to the next event and of
         that event's mark, given the history up to and including event ``j``. Padded positions hold
         arbitrary values. "Exact" means direct sampling from the model's law, or thinning with a proven
-        upper bound on the intensity.
+        upper bound on the intensity. When the model gives the next event a probability below 1 (an
+        intensity that decays to 0), a draw may be "no next event": gap ``inf`` and mark ``-1``.
         """
 
     def prepare(self, train_seqs: EventSequences) -> None:
