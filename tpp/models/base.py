@@ -46,6 +46,7 @@ __all__ = [
     "check_convention",
     "gauss_legendre_compensator",
     "scored_events",
+    "start_times",
 ]
 
 Convention = Literal["easytpp", "full"]
@@ -69,6 +70,11 @@ def scored_events(batch: EventBatch, convention: Convention) -> Tensor:
     first = torch.zeros_like(batch.mask)
     first[:, 0] = True
     return batch.mask & ~first
+
+
+def start_times(batch: EventBatch) -> Tensor:
+    """``[B]`` the time a model's initial state refers to: the window start, or the first event when unknown."""
+    return torch.where(torch.isfinite(batch.window_start), batch.window_start, batch.times[:, 0])
 
 
 @dataclass

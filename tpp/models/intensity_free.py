@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
 from tpp.data.sequences import EventSequences, TPPDataError
-from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events
+from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events, start_times
 
 __all__ = ["IntensityFree"]
 
@@ -141,11 +141,6 @@ class IntensityFree(TPPModel):
         log_s = torch.logsumexp(log_w + torch.special.log_ndtr(-z), dim=-1)
         return log_f, log_s
 
-    @staticmethod
-    def _start_times(batch: EventBatch) -> Tensor:
-        ws = batch.window_start
-        return torch.where(torch.isfinite(ws), ws, batch.times[:, 0])
-
     # ------------------------------------------------------------------------------------------- API
 
     def log_likelihood(self, batch: EventBatch, convention: Convention = "easytpp") -> LogLikelihood:
@@ -177,7 +172,7 @@ class IntensityFree(TPPModel):
         batch = self._prepare(batch)
         q = query_times.to(device=batch.times.device, dtype=batch.times.dtype)
         states = self._states(batch)
-        ref = torch.cat([self._start_times(batch).unsqueeze(1), batch.times], dim=1)
+        ref = torch.cat([start_times(batch).unsqueeze(1), batch.times], dim=1)
         padded = torch.where(batch.mask, batch.times, torch.full_like(batch.times, math.inf))
         idx = torch.searchsorted(padded.contiguous(), q.contiguous(), side="left")
         h = states.gather(1, idx.unsqueeze(-1).expand(-1, -1, self.hidden_size))         # [B, Q, H]

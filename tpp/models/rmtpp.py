@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
-from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events
+from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events, start_times
 
 __all__ = ["RMTPP"]
 
@@ -170,12 +170,6 @@ class RMTPP(TPPModel):
         """``(c [...], log p [..., K])`` from states ``h [..., H]``."""
         return self.ground(h).squeeze(-1), torch.log_softmax(self.mark_logits(h), dim=-1)
 
-    @staticmethod
-    def _start_times(batch: EventBatch) -> Tensor:
-        """``[B]`` the time the initial state refers to: the window start, or ``t_1`` when unknown."""
-        ws = batch.window_start
-        return torch.where(torch.isfinite(ws), ws, batch.times[:, 0])
-
     # ------------------------------------------------------------------------------------------- API
 
     def log_likelihood(self, batch: EventBatch, convention: Convention = "easytpp") -> LogLikelihood:
@@ -208,7 +202,7 @@ class RMTPP(TPPModel):
         q = query_times.to(device=batch.times.device, dtype=batch.times.dtype)
         states = self._states(batch)
         c, log_p = self._heads(states)
-        ref = torch.cat([self._start_times(batch).unsqueeze(1), batch.times], dim=1)          # [B, L + 1]
+        ref = torch.cat([start_times(batch).unsqueeze(1), batch.times], dim=1)          # [B, L + 1]
         padded = torch.where(batch.mask, batch.times, torch.full_like(batch.times, math.inf))
         idx = torch.searchsorted(padded.contiguous(), q.contiguous(), side="left")           # events before q
         elapsed = (q - ref.gather(1, idx)).clamp_min(0)
