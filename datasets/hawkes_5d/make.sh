@@ -4,4 +4,4 @@ set -e
 cd "$(dirname "$0")"
 nde tpp generate hawkes --dim 5 --mu 0.1,0.15,0.1,0.2,0.05 \
     --alpha "0.3,0.1,0,0,0.1; 0.1,0.2,0.1,0,0; 0,0.2,0.3,0.1,0; 0,0,0.1,0.2,0.2; 0.2,0,0,0.1,0.3" \
-    --beta 1.5 --n-seqs 500 --window 100 --split 0.8,0.1,0.1 --seed 5 --out .
+    --beta 1.5 --n-seqs 1000 --window 100 --split 0.8,0.1,0.1 --seed 5 --out .

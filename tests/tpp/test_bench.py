@@ -52,3 +52,21 @@ def test_bench_errors(hawkes_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["tpp", "bench", "--data", str(hawkes_dir), "--models", "hawkes", "--window", "5,1", "--out",
                  str(tmp_path / "z")]) == 2
     assert "--window" in capsys.readouterr().err
+
+
+def test_bench_resumes_the_same_run_and_restarts_a_different_one(hawkes_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    args = ["tpp", "bench", "--data", str(hawkes_dir), "--models", "rmtpp", "--epochs", "2", "--no-plots",
+            "--out", str(out)]
+    assert main([*args, "--seed", "0"]) == 0
+    first = json.loads((out / "results.json").read_text())["models"]["rmtpp"]
+    log = out / "checkpoints" / "rmtpp" / "metrics.jsonl"
+    assert len(log.read_text().splitlines()) == 2
+    assert main([*args, "--seed", "0"]) == 0  # the same run: nothing left to train, same scores
+    again = json.loads((out / "results.json").read_text())["models"]["rmtpp"]
+    assert again["test_ll_per_event"] == first["test_ll_per_event"]
+    assert len(log.read_text().splitlines()) == 2
+    assert main([*args, "--seed", "1"]) == 0  # other settings: the old checkpoint is not resumed
+    other = json.loads((out / "results.json").read_text())["models"]["rmtpp"]
+    assert other["test_ll_per_event"] != first["test_ll_per_event"]
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [0, 1]

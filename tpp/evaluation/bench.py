@@ -3,7 +3,9 @@
 For a folder with EasyTPP splits (``train``, ``dev``, ``test``: JSON, or pickle with ``allow_pickle``) and an
 optional ``truth.json`` (written by ``nde tpp generate``), each model is trained by maximum likelihood with
 early stopping on the dev split (:func:`tpp.train.fit_model`; a model with its own ``fit_mle`` — the
-classical Hawkes process — uses that), then scored on the test split (:func:`tpp.evaluation.evaluate_model`).
+classical Hawkes process — uses that; checkpoints under ``OUT/checkpoints/`` let the same run resume after
+an interruption, and are discarded when the data or the settings differ), then scored on the test split
+(:func:`tpp.evaluation.evaluate_model`).
 With ``truth.json`` the true process is scored the same way (the oracle) and its intensity is drawn beside
 each model's. The full-convention log-likelihood needs the observation window: from ``truth.json`` or
 ``window``; without either, only EasyTPP's convention is reported and models train in it.
@@ -115,6 +117,14 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
     results: dict[str, Any] = {"dataset": str(data_dir), "num_marks": k, "train_convention": convention,
                                "splits": {s: {"sequences": len(v), "events": v.num_events} for s, v in splits.items()},
                                "models": {}}
+    # Checkpoints resume an interrupted run, but only of the same run: other data or settings start over.
+    run_key = {"data": str(Path(data_dir).resolve()), "events": {s: v.num_events for s, v in splits.items()},
+               "first_times": {s: float(v.times[0][0]) for s, v in splits.items()}, "epochs": epochs,
+               "batch_size": batch_size, "lr": lr, "seed": seed, "convention": convention}
+    key_file = out / "checkpoints" / "run.json"
+    resume = key_file.is_file() and json.loads(key_file.read_text()) == run_key
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(key_file, json.dumps(run_key, indent=2) + "\n")
     oracle = _oracle(truth) if truth is not None else None
     if oracle is not None:
         start = time.perf_counter()
@@ -131,7 +141,7 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
         else:
             fit = fit_model(model, splits["train"], splits["dev"], convention=convention, epochs=epochs,
                             batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device,
-                            out_dir=out / "checkpoints" / name, progress=progress)
+                            out_dir=out / "checkpoints" / name, resume=resume, progress=progress)
             epochs_run = fit.epochs_run
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
