@@ -31,9 +31,13 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "quickstart" in capsys.readouterr().out
 
 
+# The quickstart's forecast and point-process parts have their own test.
+CLASSIFIER_ONLY = ("--forecast-epochs", "0", "--tpp-epochs", "0")
+
+
 def test_quickstart_learns_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out), "--epochs", "1", "--forecast-epochs", "0", "--no-progress"]) == 0
+    assert main(["quickstart", "--out", str(out), "--epochs", "1", *CLASSIFIER_ONLY, "--no-progress"]) == 0
     first = json.loads((out / "metrics.json").read_text())
     # The class is the rotation direction, which a CDE reads from the path's Lévy area: one epoch
     # already separates the classes far better than chance (0.5).
@@ -41,13 +45,13 @@ def test_quickstart_learns_and_resumes(tmp_path: Path, capsys: pytest.CaptureFix
     assert first["n_train"] + first["n_val"] + first["n_test"] == 1000
     assert "accuracy" in capsys.readouterr().out
     # A second call with more epochs continues from the checkpoint instead of starting over.
-    assert main(["quickstart", "--out", str(out), "--epochs", "2", "--forecast-epochs", "0", "--no-progress"]) == 0
+    assert main(["quickstart", "--out", str(out), "--epochs", "2", *CLASSIFIER_ONLY, "--no-progress"]) == 0
     lines = (out / "ncde" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
 
 
 def test_quickstart_bad_device_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", "--forecast-epochs", "0", "--device", "tpu",
+    code = main(["quickstart", "--out", str(tmp_path), "--epochs", "1", *CLASSIFIER_ONLY, "--device", "tpu",
                  "--no-progress"])
     assert code == 2
     assert "device" in capsys.readouterr().err
@@ -63,7 +67,7 @@ def test_quickstart_on_a_users_file(tmp_path: Path) -> None:
     own = tmp_path / "mine.csv"
     shipped[shipped["series_id"].isin(keep)].to_csv(own, index=False)
     out = tmp_path / "out"
-    assert main(["quickstart", "--data", str(own), "--out", str(out), "--epochs", "1", "--forecast-epochs", "0",
+    assert main(["quickstart", "--data", str(own), "--out", str(out), "--epochs", "1", *CLASSIFIER_ONLY,
                  "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_train"] + metrics["n_val"] + metrics["n_test"] == 80
@@ -72,7 +76,8 @@ def test_quickstart_on_a_users_file(tmp_path: Path) -> None:
 def test_quickstart_forecast_is_scored_against_the_exact_ou_forecast(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
-    assert main(["quickstart", "--out", str(out), "--epochs", "1", "--forecast-epochs", "3", "--no-progress"]) == 0
+    assert main(["quickstart", "--out", str(out), "--epochs", "1", "--forecast-epochs", "3", "--tpp-epochs", "1",
+                 "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     # The oracle is the exact conditional law of the OU process: a model can approach its CRPS, not beat it
     # by more than the test set's sampling noise.
@@ -81,6 +86,10 @@ def test_quickstart_forecast_is_scored_against_the_exact_ou_forecast(tmp_path: P
     assert (out / "forecast.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "exact OU forecast" in printed and "forecast.png" in printed
+    # The point-process part: the Hawkes MLE is the true model class, so it lands next to the oracle.
+    tpp = metrics["tpp"]
+    assert abs(tpp["models"]["hawkes"]["test_ll_per_event"] - tpp["oracle"]["test_ll_per_event"]) < 0.01
+    assert "oracle (true process)" in printed
 
 
 def test_quickstart_on_a_malformed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
