@@ -1,0 +1,31 @@
+"""The likelihood identities every TPP model must satisfy, checked against a quadrature of its own intensity."""
+
+from __future__ import annotations
+
+import torch
+
+from tpp.data.batch import EventBatch
+from tpp.models.base import TPPModel
+
+
+def check_compensator_and_convention_identity(model: TPPModel, batch: EventBatch, quad: torch.Tensor,
+                                              rtol: float) -> None:
+    """``quad [B, L + 1]`` holds ``Λ`` over ``[ws, t_1], [t_1, t_2], ..., [t_n, we]`` (zero beyond ``n``). Checks:
+
+    - the full compensator is their sum, EasyTPP's the sum of the interior intervals;
+    - full − easytpp = log λ_{m_1}(t_1) − Λ[ws, t_1] − Λ[t_n, we] (the intensity at t_1 has an empty history);
+    - the event term is Σ log λ_{m_i}(t_i) read off the public intensity.
+    """
+    with torch.no_grad():
+        full, easy = model.log_likelihood(batch, "full"), model.log_likelihood(batch, "easytpp")
+        n = batch.lengths
+        idx = torch.arange(batch.max_len + 1)
+        interior = (idx >= 1) & (idx <= (n - 1).unsqueeze(1))
+        torch.testing.assert_close(full.compensator, quad.sum(1), rtol=rtol, atol=0)
+        torch.testing.assert_close(easy.compensator, (quad * interior).sum(1), rtol=rtol, atol=0)
+        lam1 = model.intensity(batch, batch.times[:, :1])[:, 0].gather(1, batch.marks[:, :1]).squeeze(1)
+        rows = torch.arange(batch.batch_size)
+        want = torch.log(lam1) - quad[:, 0] - quad[rows, n]
+        torch.testing.assert_close(full.total - easy.total, want, rtol=rtol, atol=rtol)
+        lam = model.intensity(batch, batch.times).gather(2, batch.marks.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(full.event_term, torch.where(batch.mask, lam.log(), 0.0).sum(1), rtol=1e-12, atol=0)
