@@ -13,6 +13,7 @@ each model's. The full-convention log-likelihood needs the observation window: f
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Sequence
@@ -85,7 +86,7 @@ def _plot_intensity(model: TPPModel, oracle: TPPModel | None, seqs: EventSequenc
     for label, m, style in ((model.name, model, "-"), ("truth", oracle, "--")):
         if m is None:
             continue
-        m64 = m.double()
+        m64 = copy.deepcopy(m).double()  # a float64 copy: the caller's model keeps its dtype
         with torch.no_grad():
             lam = m64.intensity(batch.to(dtype=torch.float64), grid).sum(-1)[0]
         ax.plot(grid[0].numpy(), lam.numpy(), style, lw=1.2, label=f"{label}: total intensity")
@@ -97,7 +98,6 @@ def _plot_intensity(model: TPPModel, oracle: TPPModel | None, seqs: EventSequenc
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    model.float()
 
 
 def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Path, *, epochs: int = 20,
