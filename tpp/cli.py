@@ -96,6 +96,9 @@ def add_parser(subparsers: Any) -> None:
     bench.add_argument("--threads", type=int, default=1)
     bench.add_argument("--out", required=True)
     bench.add_argument("--no-plots", action="store_true")
+    bench.add_argument("--rescale-time", action="store_true",
+                       help="train the neural models on times divided by the mean training gap; metrics are "
+                            "reported in the data's units")
     bench.set_defaults(run=run_bench)
     generate = commands.add_parser("generate", help="simulate a process exactly and write EasyTPP JSON splits",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,7 +227,8 @@ def run_bench(args: argparse.Namespace) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     results = run_benchmark(args.data, models, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             patience=args.patience, seed=args.seed, device=args.device, n_samples=args.samples,
-                            allow_pickle=args.allow_pickle, window=window, plots=not args.no_plots)
+                            allow_pickle=args.allow_pickle, window=window, plots=not args.no_plots,
+                            rescale_time=args.rescale_time)
     print()
     print(results_table(results))
     print(f"results in {args.out}/results.json")

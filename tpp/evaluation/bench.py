@@ -25,6 +25,7 @@ import torch
 
 from nde.train import atomic_write_text
 from tpp.data import EventSequences, HawkesProcess, make_batch, read_easytpp_dir
+from tpp.data.batch import TimeScaler
 from tpp.evaluation.metrics import evaluate_model
 from tpp.models.base import TPPModel
 from tpp.models.registry import MODEL_NAMES, get_model_class
@@ -69,7 +70,8 @@ def _oracle(truth: dict) -> TPPModel | None:
     return None
 
 
-def _plot_intensity(model: TPPModel, oracle: TPPModel | None, seqs: EventSequences, path: Path, title: str) -> None:
+def _plot_intensity(model: TPPModel, oracle: TPPModel | None, seqs: EventSequences, path: Path, title: str,
+                    scaler: TimeScaler | None = None) -> None:
     try:
         import matplotlib
 
@@ -83,12 +85,16 @@ def _plot_intensity(model: TPPModel, oracle: TPPModel | None, seqs: EventSequenc
     end = float(first.windows[0, 1]) if first.windows is not None else float(first.times[0][-1])
     grid = torch.linspace(start, end, 1000, dtype=torch.float64).unsqueeze(0)
     fig, ax = plt.subplots(figsize=(10, 3.2))
-    for label, m, style in ((model.name, model, "-"), ("truth", oracle, "--")):
+    for label, m, style, c in ((model.name, model, "-", scaler), ("truth", oracle, "--", None)):
         if m is None:
             continue
         m64 = copy.deepcopy(m).double()  # a float64 copy: the caller's model keeps its dtype
         with torch.no_grad():
-            lam = m64.intensity(batch.to(dtype=torch.float64), grid).sum(-1)[0]
+            if c is None:
+                lam = m64.intensity(batch, grid).sum(-1)[0]
+            else:  # λ(t) = λ_rescaled(t / c) / c in the data's units
+                scaled = make_batch(c.transform(first), dtype=torch.float64)
+                lam = m64.intensity(scaled, grid / c.scale).sum(-1)[0] / c.scale
         ax.plot(grid[0].numpy(), lam.numpy(), style, lw=1.2, label=f"{label}: total intensity")
     ax.plot(first.times[0], np.zeros(len(first.times[0])), "k|", ms=12, label="events")
     ax.set_xlabel("time")
@@ -104,8 +110,14 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
                   batch_size: int = 32, lr: float = 1e-2, patience: int | None = 5, seed: int = 0,
                   device: str = "auto", n_samples: int = 100, allow_pickle: bool = False,
                   window: tuple[float, float] | None = None, plots: bool = True,
-                  progress: bool = False) -> dict[str, Any]:
-    """Train and score ``models`` on ``data_dir``; write ``results.json``, ``results.md`` and intensity plots."""
+                  progress: bool = False, rescale_time: bool = False) -> dict[str, Any]:
+    """Train and score ``models`` on ``data_dir``; write ``results.json``, ``results.md`` and intensity plots.
+
+    ``rescale_time``: the neural models train on times divided by the mean inter-event gap of the training
+    split (:class:`~tpp.data.batch.TimeScaler`), and every reported metric is converted back to the data's units
+    (see :func:`~tpp.evaluation.evaluate_model`); the classical Hawkes fit, whose parameters carry the units,
+    always sees the data as they are.
+    """
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
@@ -120,7 +132,11 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
     # Checkpoints resume an interrupted run, but only of the same run: other data or settings start over.
     run_key = {"data": str(Path(data_dir).resolve()), "events": {s: v.num_events for s, v in splits.items()},
                "first_times": {s: float(v.times[0][0]) for s, v in splits.items()}, "epochs": epochs,
-               "batch_size": batch_size, "lr": lr, "seed": seed, "convention": convention}
+               "batch_size": batch_size, "lr": lr, "seed": seed, "convention": convention,
+               "rescale_time": rescale_time}
+    scaler = TimeScaler().fit(splits["train"]) if rescale_time else None
+    if scaler is not None:
+        results["time_scale"] = scaler.scale
     key_file = out / "checkpoints" / "run.json"
     resume = key_file.is_file() and json.loads(key_file.read_text()) == run_key
     key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -135,23 +151,26 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
         torch.manual_seed(seed)
         model = get_model_class(name)(k)
         start = time.perf_counter()
+        model_scaler = None if hasattr(model, "fit_mle") else scaler
         if hasattr(model, "fit_mle"):
             fit = model.fit_mle(splits["train"], convention=convention)
             epochs_run = getattr(fit, "iterations", None)
         else:
-            fit = fit_model(model, splits["train"], splits["dev"], convention=convention, epochs=epochs,
+            train, dev = ((splits["train"], splits["dev"]) if scaler is None
+                          else (scaler.transform(splits["train"]), scaler.transform(splits["dev"])))
+            fit = fit_model(model, train, dev, convention=convention, epochs=epochs,
                             batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device,
                             out_dir=out / "checkpoints" / name, resume=resume, progress=progress)
             epochs_run = fit.epochs_run
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        scores = evaluate_model(model, splits["test"], n_samples=n_samples, seed=seed)
+        scores = evaluate_model(model, splits["test"], n_samples=n_samples, seed=seed, time_scaler=model_scaler)
         scores.update(train_seconds=round(train_seconds, 2), eval_seconds=round(time.perf_counter() - start, 2),
                       epochs=epochs_run)
         results["models"][name] = scores
         if plots:
             _plot_intensity(model, oracle, splits["test"], out / f"intensity_{name}.png",
-                            f"{name} on the first test sequence of {Path(data_dir).name}")
+                            f"{name} on the first test sequence of {Path(data_dir).name}", model_scaler)
         print(json.dumps({name: scores}), flush=True)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(out / "results.md", results_table(results))

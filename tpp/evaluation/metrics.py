@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tpp.data.batch import batches
+from tpp.data.batch import TimeScaler, batches
 from tpp.data.sequences import EventSequences
 from tpp.models.base import TPPModel
 from tpp.train import evaluate_log_likelihood
@@ -74,10 +74,26 @@ def next_event_predictions(model: TPPModel, seqs: EventSequences, *, n_samples: 
 
 
 def evaluate_model(model: TPPModel, seqs: EventSequences, *, n_samples: int = 100, batch_size: int = 64,
-                   seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+                   seed: int = 0, dtype: torch.dtype = torch.float32,
+                   time_scaler: TimeScaler | None = None) -> dict[str, Any]:
     """``test_ll_per_event_easytpp``, ``test_ll_per_event`` (full; None without windows), ``rmse``,
     ``type_accuracy``, ``infinite_draw_share`` (see :func:`next_event_predictions`), ``n_events``,
-    ``n_predictions`` on ``seqs``."""
+    ``n_predictions`` on ``seqs``.
+
+    ``time_scaler``: the model was trained on times divided by ``c = time_scaler.scale``; ``seqs`` are in the
+    data's units. They are rescaled for the model, and every metric is reported in the data's units: a
+    log-density per event in rescaled time is ``log c`` higher than in the original one, so ``log c`` is
+    subtracted from each per-event log-likelihood, and the RMSE is multiplied by ``c``.
+    """
+    if time_scaler is not None:
+        scores = evaluate_model(model, time_scaler.transform(seqs), n_samples=n_samples, batch_size=batch_size,
+                                seed=seed, dtype=dtype)
+        for key in ("test_ll_per_event_easytpp", "test_ll_per_event"):
+            if scores[key] is not None:
+                scores[key] = float(time_scaler.inverse_log_density(scores[key]))
+        scores["rmse"] = float(time_scaler.inverse_times(scores["rmse"]))
+        scores["time_scale"] = time_scaler.scale
+        return scores
     easytpp = evaluate_log_likelihood(model, seqs, "easytpp", batch_size=batch_size, dtype=dtype)
     full = (evaluate_log_likelihood(model, seqs, "full", batch_size=batch_size, dtype=dtype)
             if seqs.windows is not None else None)

@@ -180,7 +180,8 @@ class SoftplusIntensityTPP(TPPModel):
     after event ``j``, so ``[B, L + 1, *S]``), :meth:`_arguments` (the softplus arguments ``a_k`` from a state
     and the time elapsed since the interval's start), :meth:`_bound` (a proven bound of ``Σ_k λ_k`` on a
     sub-interval, for thinning) and :meth:`_initial_horizon`; :meth:`_propose` may replace the constant bound by
-    another dominating process. Intensities are ``λ_k = s_k softplus(a_k / s_k)`` with ``s_k = exp(log_scale_k)``.
+    another dominating process. Intensities are ``λ_k = s_k softplus(a_k / s_k)`` with ``s_k = exp(log_scale_k)``,
+    plus constant rates ``μ_k`` where a subclass's :meth:`_baseline` gives them.
     """
 
     def __init__(self, num_marks: int, *, n_nodes: int, max_thinning_rounds: int) -> None:
@@ -219,8 +220,21 @@ class SoftplusIntensityTPP(TPPModel):
         """``[K]`` the softplus scales ``s_k``."""
         return self.log_scale.exp()
 
+    def _baseline(self) -> Tensor | None:
+        """``[K]`` constant rates added to the softplus intensities, or ``None`` (the default: none)."""
+        return None
+
     def _lambda(self, state: Tensor, elapsed: Tensor) -> Tensor:
-        return scaled_softplus(self._arguments(state, elapsed), self.scale)
+        lam = scaled_softplus(self._arguments(state, elapsed), self.scale)
+        base = self._baseline()
+        return lam if base is None else lam + base
+
+    def _log_lambda(self, args: Tensor) -> Tensor:
+        """``log λ_k`` from the softplus arguments ``[..., K]``, stable where the softplus underflows."""
+        base = self._baseline()
+        if base is None:
+            return log_scaled_softplus(args, self.scale)
+        return torch.log(scaled_softplus(args, self.scale) + base)     # >= log μ_k: no underflow
 
     def _prepare(self, batch: EventBatch) -> tuple[EventBatch, Tensor]:
         """The batch on the parameters' device and dtype, and the origin ``[B]`` of each sequence."""
@@ -246,7 +260,7 @@ class SoftplusIntensityTPP(TPPModel):
         head = states[:, :L]
         gaps = batch.gaps
         args = self._arguments(head, gaps.unsqueeze(-1)).squeeze(-2)                     # [B, L, K]
-        log_lam = log_scaled_softplus(args, self.scale).gather(-1, batch.marks.unsqueeze(-1)).squeeze(-1)
+        log_lam = self._log_lambda(args).gather(-1, batch.marks.unsqueeze(-1)).squeeze(-1)
         event_term = torch.where(scored, log_lam, torch.zeros_like(log_lam)).sum(1)
         comp = gauss_legendre_compensator(lambda e: self._lambda(head, e), torch.zeros_like(gaps), gaps,
                                           self.n_nodes)

@@ -15,6 +15,7 @@ _MODEL_PATHS: dict[str, str] = {
     "rmtpp": "tpp.models.rmtpp:RMTPP",
     "nhp": "tpp.models.nhp:NHP",
     "thp": "tpp.models.thp:THP",
+    "thp_baseline": "tpp.models.thp:THPWithBaseline",
     "intensity_free": "tpp.models.intensity_free:IntensityFree",
 }
 

@@ -82,3 +82,20 @@ def test_full_convention_is_reported_only_with_windows() -> None:
     seqs.windows = None
     metrics = evaluate_model(ExactPoisson([1.0]), seqs, n_samples=20)
     assert metrics["test_ll_per_event"] is None and metrics["test_ll_per_event_easytpp"] < 0
+
+
+def test_time_rescaling_is_undone_in_every_metric() -> None:
+    """A Poisson(μ) process on times divided by c is Poisson(μ c): the model trained there, scored through the
+    scaler, gives the process's own log-likelihood and the unscaled model's RMSE and accuracy."""
+    from tpp.data.batch import TimeScaler
+
+    mu = [0.2, 0.5, 1.3]
+    seqs = PoissonProcess(mu).simulate(50, (0.0, 40.0), seed=2)
+    scaler = TimeScaler().fit(seqs)
+    assert scaler.scale == pytest.approx(0.5, rel=0.1)          # mean gap 1 / Σμ = 0.5
+    plain = evaluate_model(ExactPoisson(mu), seqs, n_samples=100, dtype=torch.float64, seed=3)
+    scaled = evaluate_model(ExactPoisson([m * scaler.scale for m in mu]), seqs, n_samples=100,
+                            dtype=torch.float64, seed=3, time_scaler=scaler)
+    for key in ("test_ll_per_event", "test_ll_per_event_easytpp", "rmse"):
+        assert scaled[key] == pytest.approx(plain[key], rel=1e-9), key
+    assert scaled["type_accuracy"] == plain["type_accuracy"] and scaled["time_scale"] == scaler.scale

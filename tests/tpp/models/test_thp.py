@@ -14,9 +14,10 @@ from scipy import special, stats
 
 from tests.tpp.models import softplus_checks as checks
 from tpp.data.batch import make_batch
+from tpp.data.simulators import PoissonProcess
 from tpp.models.nhp import scaled_softplus
 from tpp.models.registry import get_model_class
-from tpp.models.thp import THP
+from tpp.models.thp import THP, THPWithBaseline
 
 
 def zero_history(model: THP) -> None:
@@ -39,7 +40,7 @@ def test_registry_and_attributes() -> None:
     ({"d_model": 7}, "d_model"), ({"d_model": 0}, "d_model"), ({"num_heads": 3}, "num_heads"),
     ({"num_heads": 0}, "num_heads"), ({"num_layers": 0}, "num_layers"), ({"dim_feedforward": 0}, "dim_feedforward"),
     ({"dropout": 1.0}, "dropout"), ({"dropout": -0.1}, "dropout"), ({"n_nodes": 0}, "n_nodes"),
-    ({"max_thinning_rounds": 0}, "max_thinning_rounds"),
+    ({"max_thinning_rounds": 0}, "max_thinning_rounds"), ({"baseline": 1}, "baseline"),
 ])
 def test_bad_hyperparameters(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -231,3 +232,71 @@ def test_thinning_cap_raises() -> None:
 
 def test_fit_beats_poisson() -> None:
     checks.check_fit_beats_poisson(lambda k: THP(k, d_model=16, num_layers=1), epochs=20)
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+
+
+def decaying(model: THP) -> None:
+    """Every α_k < 0: without a baseline the intensity would decay to 0; with it, to μ_k."""
+    model.alpha.copy_(torch.tensor([-1.0, -1.5, -0.8], dtype=model.alpha.dtype))
+    model.head.weight.mul_(3.0)
+    model.log_baseline.copy_(torch.log(torch.tensor([0.1, 0.2, 0.05], dtype=model.alpha.dtype)))
+
+
+def test_baseline_registry_and_poisson_truth() -> None:
+    """Zero history, μ_k + softplus(b_k) = MU_k: the model is Poisson(MU), exact log-likelihood."""
+    assert get_model_class("thp_baseline") is THPWithBaseline and THPWithBaseline(3).baseline is True
+    assert THP(3).log_baseline is None
+
+    model = checks.model64(THPWithBaseline)
+    mu = torch.tensor(checks.MU, dtype=torch.float64)
+    with torch.no_grad():
+        zero_history(model)
+        model.log_baseline.copy_(torch.log(0.25 * mu))
+        model.head.bias.copy_(torch.log(torch.expm1(0.75 * mu)))
+    data = checks.seqs(6)
+    batch = make_batch(data, dtype=torch.float64)
+    for conv in ("easytpp", "full"):
+        np.testing.assert_allclose(model.log_likelihood(batch, conv).total.detach().numpy(),
+                                   PoissonProcess(checks.MU).log_likelihood(data, conv), rtol=1e-10)
+
+
+def test_baseline_compensator_closed_form() -> None:
+    """Gauss–Legendre against the dilogarithm closed form plus μ times the elapsed time."""
+    data = checks.seqs(4)
+    batch = make_batch(data, dtype=torch.float64)
+    model = checks.model64(THPWithBaseline, n_nodes=64)
+    with torch.no_grad():
+        decaying(model)
+        prepared, origin = model._prepare(batch)
+        states = model._states(prepared, origin)
+        rows = torch.arange(4)
+        mu = float(model.log_baseline.exp().sum())
+        inner = closed_form_compensator(model, states[:, :-1], batch.gaps) + mu * batch.gaps.numpy()
+        inner = np.where(batch.mask.numpy(), inner, 0).sum(1)
+        tail_len = batch.window_end - batch.times[rows, batch.lengths - 1]
+        tail = closed_form_compensator(model, states[rows, batch.lengths], tail_len) + mu * tail_len.numpy()
+        got = model.log_likelihood(batch, "full").compensator.numpy()
+    np.testing.assert_allclose(got, inner + tail, rtol=1e-10)
+
+
+def test_baseline_thinning_bound_and_law() -> None:
+    """The bound covers μ; with every α_k < 0 there is always a next event, drawn from the model's law."""
+    model = checks.model64(THPWithBaseline)
+    with torch.no_grad():
+        decaying(model)
+    batch = make_batch(checks.seqs(4), dtype=torch.float64)
+    with torch.no_grad():
+        states, *_ = model._after_events(batch)
+        P = states.shape[0]
+        gen = torch.Generator().manual_seed(5)
+        start = torch.rand(P, generator=gen, dtype=torch.float64) * 3
+        horizon = torch.rand(P, generator=gen, dtype=torch.float64) * 10
+        bound = model._bound(states, start, horizon)
+        inside = start[:, None] + torch.rand(P, 200, generator=gen, dtype=torch.float64) * horizon[:, None]
+        assert (model._lambda(states, inside).sum(-1) <= bound[:, None]).all()
+    checks.check_sample_next_law(THPWithBaseline, decaying)
+    torch.manual_seed(6)
+    gaps, marks = model.sample_next(batch, 50)
+    assert torch.isfinite(gaps).all() and (marks[:, batch.mask] >= 0).all()
