@@ -16,7 +16,24 @@ from nde.data.ou import (
     ou_transition,
 )
 from nde.data.registry import UnknownDatasetError, available_datasets, dataset_path
+from nde.data.seasonal_ar import (
+    SeasonalARParameters,
+    load_seasonal_ar,
+    seasonal_ar_oracle_crps,
+    seasonal_ar_oracle_forecast,
+    seasonal_ar_oracle_scores,
+    simulate_seasonal_ar,
+)
 from nde.data.spirals import DataFormatError, SpiralsData, load_spirals, split_indices
+from nde.data.timeseries import (
+    RegularTimeSeries,
+    RollingWindows,
+    lags_for_frequency,
+    load_time_series,
+    read_time_series,
+    rolling_test_windows,
+    seasonality_for_frequency,
+)
 
 __all__ = [
     "JAPANESE_VOWELS_CHANNELS",
@@ -24,6 +41,9 @@ __all__ = [
     "OU_COLUMNS",
     "OU_PARAMETERS",
     "DataFormatError",
+    "RegularTimeSeries",
+    "RollingWindows",
+    "SeasonalARParameters",
     "SpiralsData",
     "UnknownDatasetError",
     "available_datasets",
@@ -32,10 +52,20 @@ __all__ = [
     "forecast_context_mask",
     "forecast_cutoff",
     "gaussian_crps",
+    "lags_for_frequency",
     "load_japanese_vowels",
     "load_ou",
+    "load_seasonal_ar",
     "load_spirals",
+    "load_time_series",
     "ou_oracle_forecast_scores",
     "ou_transition",
+    "read_time_series",
+    "rolling_test_windows",
+    "seasonal_ar_oracle_crps",
+    "seasonal_ar_oracle_forecast",
+    "seasonal_ar_oracle_scores",
+    "seasonality_for_frequency",
+    "simulate_seasonal_ar",
     "split_indices",
 ]
