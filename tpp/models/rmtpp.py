@@ -39,11 +39,11 @@ every quantity of EasyTPP's convention independent of the window. The state befo
 from ``window_start`` (or, when the window is unknown, from ``t_1``, the elapsed time clamped at 0).
 
 Differences from EasyTPP's ``RMTPP`` (``easy_tpp/model/torch_model/torch_rmtpp.py``): EasyTPP feeds a vanilla
-``nn.RNN`` with ``type embedding + Linear(time since start)``, uses one ``w_k`` and ``b_k`` per mark
-(``λ_k = exp(W_k h + w_k τ + b_k)``, clamped at 1e5; marks not separable from time) and estimates the
-compensator by Monte Carlo. Here marks are the paper's softmax, the compensator is exact, and the cell is an
-LSTM (default) or a GRU. Times are in the batch's unit; rescale them (:class:`tpp.data.TimeScaler`) so that
-gaps are of order 1.
+``nn.RNN`` with ``type embedding + Linear(time since start)``, uses one ``w_k`` and ``b_k`` per mark (``λ_k =
+exp(W_k h + w_k τ + b_k)``, clamped at 1e5; marks not separable from time) and estimates the compensator by
+Monte Carlo. Here marks are the paper's softmax, the compensator is exact, and the cell is an LSTM (default),
+a GRU or, as EasyTPP's, a plain ``tanh`` RNN (``cell="rnn"``). Times are in the batch's unit; rescale them
+(:class:`tpp.data.TimeScaler`) so that gaps are of order 1.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class RMTPP(TPPModel):
         embedding_size: size of the mark embedding (default 16).
         time_features: names of the gap features fed to the network with the embedding, a non-empty
             subset of ``("gap", "log1p_gap")`` (default both).
-        cell: ``"lstm"`` (default) or ``"gru"``.
+        cell: ``"lstm"`` (default), ``"gru"`` or ``"rnn"`` (a plain tanh RNN, as EasyTPP's RMTPP).
     """
 
     name: ClassVar[str] = "rmtpp"
@@ -128,12 +128,12 @@ class RMTPP(TPPModel):
         if not features or any(f not in TIME_FEATURES for f in features) or len(set(features)) != len(features):
             raise ValueError(f"time_features must be a non-empty subset of {list(TIME_FEATURES)} without repeats, "
                              f"got {time_features!r}")
-        if cell not in ("lstm", "gru"):
-            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        if cell not in ("lstm", "gru", "rnn"):
+            raise ValueError(f"cell must be 'lstm', 'gru' or 'rnn', got {cell!r}")
         self.hidden_size, self.embedding_size, self.time_features, self.cell = (hidden_size, embedding_size,
                                                                                 features, cell)
         self.embedding = nn.Embedding(num_marks, embedding_size)
-        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
         self.rnn = rnn(embedding_size + len(features), hidden_size, batch_first=True)
         self.h_init = nn.Parameter(torch.zeros(hidden_size))
         self.c_init = nn.Parameter(torch.zeros(hidden_size)) if cell == "lstm" else None
