@@ -86,7 +86,7 @@ def run_ours(name: str, splits: dict[str, Any], args: argparse.Namespace, work: 
     start = time.perf_counter()
     fit = fit_model(model, splits["train"], splits["dev"], convention="easytpp", epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, patience=None, seed=args.seed, device=args.device,
-                    out_dir=work / "ours" / name, resume=False)
+                    out_dir=work / "ours" / name, resume=False, bucket_by_length=args.bucket_by_length)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     test = evaluate_log_likelihood(model, splits["test"], "easytpp", batch_size=args.batch_size)
@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-easytpp", action="store_true", help="run our side only")
+    parser.add_argument("--bucket-by-length", action="store_true",
+                        help="our side trains on batches of similar lengths (tpp.train.LengthBucketedBatches)")
     parser.add_argument("--next-event", action="store_true",
                         help="also predict the next event on the test split (ours: mean of --samples exact draws; "
                              "EasyTPP: its thinning with its example configuration), timed apart")

@@ -99,6 +99,8 @@ def add_parser(subparsers: Any) -> None:
     bench.add_argument("--rescale-time", action="store_true",
                        help="train the neural models on times divided by the mean training gap; metrics are "
                             "reported in the data's units")
+    bench.add_argument("--bucket-by-length", action="store_true",
+                       help="train on batches of sequences of similar lengths, regrouped every epoch (less padding)")
     bench.set_defaults(run=run_bench)
     generate = commands.add_parser("generate", help="simulate a process exactly and write EasyTPP JSON splits",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,7 +230,7 @@ def run_bench(args: argparse.Namespace) -> int:
     results = run_benchmark(args.data, models, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             patience=args.patience, seed=args.seed, device=args.device, n_samples=args.samples,
                             allow_pickle=args.allow_pickle, window=window, plots=not args.no_plots,
-                            rescale_time=args.rescale_time)
+                            rescale_time=args.rescale_time, bucket_by_length=args.bucket_by_length)
     print()
     print(results_table(results))
     print(f"results in {args.out}/results.json")

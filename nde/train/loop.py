@@ -327,6 +327,9 @@ def _make_loader(
     """
     generator = torch.Generator()
     generator.manual_seed(config.seed + epoch)
+    if hasattr(data, "set_epoch"):
+        # A dataset that regroups its items per epoch (e.g. batches of similar lengths) gets the epoch's seed.
+        data.set_epoch(config.seed + epoch)
     common: dict[str, Any] = {
         "batch_size": config.batch_size,
         "collate_fn": collate_fn,
@@ -516,7 +519,8 @@ def train(
         model: the module to train; moved to the resolved device.
         train_data: map-style dataset; items are collated by ``collate_fn`` (default: PyTorch's
             ``default_collate``) into batches of tensors, or tuples/lists/dicts of tensors, which are moved
-            to the device recursively.
+            to the device recursively. A dataset with a ``set_epoch(seed)`` method is called with
+            ``config.seed + epoch`` before each epoch's loader is built (e.g. to regroup its items).
         loss_fn: ``loss_fn(model, batch) -> loss``, a 0-d tensor; ``model`` is the DDP wrapper when
             distributed (the forward pass must go through it for the gradients to be synchronised).
         config: the run's settings.

@@ -110,13 +110,15 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
                   batch_size: int = 32, lr: float = 1e-2, patience: int | None = 5, seed: int = 0,
                   device: str = "auto", n_samples: int = 100, allow_pickle: bool = False,
                   window: tuple[float, float] | None = None, plots: bool = True,
-                  progress: bool = False, rescale_time: bool = False) -> dict[str, Any]:
+                  progress: bool = False, rescale_time: bool = False,
+                  bucket_by_length: bool = False) -> dict[str, Any]:
     """Train and score ``models`` on ``data_dir``; write ``results.json``, ``results.md`` and intensity plots.
 
     ``rescale_time``: the neural models train on times divided by the mean inter-event gap of the training
     split (:class:`~tpp.data.batch.TimeScaler`), and every reported metric is converted back to the data's units
     (see :func:`~tpp.evaluation.evaluate_model`); the classical Hawkes fit, whose parameters carry the units,
-    always sees the data as they are.
+    always sees the data as they are. ``bucket_by_length``: the neural models train on batches of sequences of
+    similar lengths (:class:`~tpp.train.LengthBucketedBatches`).
     """
     unknown = [m for m in models if m not in MODEL_NAMES]
     if unknown:
@@ -133,7 +135,7 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
     run_key = {"data": str(Path(data_dir).resolve()), "events": {s: v.num_events for s, v in splits.items()},
                "first_times": {s: float(v.times[0][0]) for s, v in splits.items()}, "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "convention": convention,
-               "rescale_time": rescale_time}
+               "rescale_time": rescale_time, "bucket_by_length": bucket_by_length}
     scaler = TimeScaler().fit(splits["train"]) if rescale_time else None
     if scaler is not None:
         results["time_scale"] = scaler.scale
@@ -160,7 +162,8 @@ def run_benchmark(data_dir: str | Path, models: Sequence[str], out_dir: str | Pa
                           else (scaler.transform(splits["train"]), scaler.transform(splits["dev"])))
             fit = fit_model(model, train, dev, convention=convention, epochs=epochs,
                             batch_size=batch_size, lr=lr, patience=patience, seed=seed, device=device,
-                            out_dir=out / "checkpoints" / name, resume=resume, progress=progress)
+                            out_dir=out / "checkpoints" / name, resume=resume, progress=progress,
+                            bucket_by_length=bucket_by_length)
             epochs_run = fit.epochs_run
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()

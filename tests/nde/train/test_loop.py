@@ -467,3 +467,23 @@ def test_progress_bar_shows_losses(capsys: pytest.CaptureFixture[str]) -> None:
     train(nn.Linear(3, 1), TensorDataset(x, y), _mse, config=config, validate=lambda m: {"val_loss": 0.5})
     err = capsys.readouterr().err
     assert "2/2" in err and "train_loss=" in err and "val_loss=0.5" in err
+
+
+def test_a_dataset_with_set_epoch_is_told_each_epochs_seed() -> None:
+    class Regrouped(Dataset[Tensor]):
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+
+        def set_epoch(self, seed: int) -> None:
+            self.seeds.append(seed)
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> Tensor:
+            return torch.full((1,), float(i))
+
+    data = Regrouped()
+    model = nn.Linear(1, 1)
+    train(model, data, lambda m, x: m(x).square().mean(), config=TrainConfig(epochs=3, batch_size=2, seed=7))
+    assert data.seeds == [7, 8, 9]
