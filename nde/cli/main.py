@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from nde import __version__
-from nde.cli import irregular, quickstart
+from nde.cli import irregular, quickstart, tsdiff
 
 
 def _add_tpp_parser(subparsers: object) -> None:
@@ -18,7 +18,8 @@ def _add_tpp_parser(subparsers: object) -> None:
 
 
 # Each entry adds one sub-command's parser, whose defaults carry `run(args) -> int`.
-SUBCOMMANDS = (quickstart.add_parser, irregular.add_fit_parser, irregular.add_predict_parser, _add_tpp_parser)
+SUBCOMMANDS = (quickstart.add_parser, irregular.add_fit_parser, irregular.add_predict_parser, tsdiff.add_parser,
+               _add_tpp_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
