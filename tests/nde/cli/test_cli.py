@@ -32,7 +32,7 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 # The quickstart's forecast and point-process parts have their own test.
-CLASSIFIER_ONLY = ("--forecast-epochs", "0", "--tpp-epochs", "0")
+CLASSIFIER_ONLY = ("--forecast-epochs", "0", "--tpp-epochs", "0", "--tsdiff-epochs", "0")
 
 
 def test_quickstart_learns_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,7 +77,7 @@ def test_quickstart_forecast_is_scored_against_the_exact_ou_forecast(tmp_path: P
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--epochs", "1", "--forecast-epochs", "3", "--tpp-epochs", "1",
-                 "--no-progress"]) == 0
+                 "--tsdiff-epochs", "6", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     # The oracle is the exact conditional law of the OU process: a model can approach its CRPS, not beat it
     # by more than the test set's sampling noise.
@@ -90,6 +90,11 @@ def test_quickstart_forecast_is_scored_against_the_exact_ou_forecast(tmp_path: P
     tpp = metrics["tpp"]
     assert abs(tpp["models"]["hawkes"]["test_ll_per_event"] - tpp["oracle"]["test_ll_per_event"]) < 0.01
     assert "oracle (true process)" in printed
+    # The TSDiff part: scored against the exact seasonal AR forecast, which it cannot beat beyond noise.
+    tsdiff = metrics["tsdiff"]
+    assert 0.95 < tsdiff["crps"] / tsdiff["oracle_crps"] < 2.0
+    assert tsdiff["seasonal_naive_crps"] == pytest.approx(1.384, abs=1e-3)
+    assert (out / "tsdiff" / "forecast" / "forecast.png").stat().st_size > 10_000
 
 
 def test_quickstart_on_a_malformed_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
