@@ -21,20 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from nde._rng import as_generator as _rng
+
 __all__ = [
     "LinearLagModel",
     "fit_linear_lag_model",
     "linear_lag_forecast",
     "seasonal_naive_forecast",
 ]
-
-
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed))
-    raise ValueError(f"seed must be an int or a numpy Generator, got {seed!r}")
 
 
 def _context(context: ArrayLike) -> np.ndarray:

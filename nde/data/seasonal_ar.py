@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from numpy.typing import ArrayLike
 
+from nde._rng import as_generator as _rng
 from nde.data.ou import gaussian_crps
 from nde.data.registry import dataset_path
 from nde.data.timeseries import RegularTimeSeries, read_time_series, rolling_test_windows
@@ -132,14 +133,6 @@ SEASONAL_AR_DATASET: dict[str, Any] = {
     "context_length": 336,
     "test_windows": 7,
 }
-
-
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed))
-    raise ValueError(f"seed must be an int or a numpy Generator, got {seed!r}")
 
 
 def simulate_seasonal_ar(

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from nde._rng import as_generator as _rng
 from tpp.data.sequences import EventSequences, TPPDataError
 
 __all__ = ["HawkesProcess", "PoissonProcess", "SelfCorrectingProcess"]
@@ -56,14 +57,6 @@ CONVENTIONS = ("full", "easytpp")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _rng(seed: int | np.random.Generator) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-        return np.random.default_rng(int(seed))
-    raise ValueError(f"seed must be an int or a numpy Generator, got {seed!r}")
 
 
 def _window(window: tuple[float, float] | Sequence[float] | float) -> tuple[float, float]:
