@@ -199,7 +199,10 @@ def _graphed(params: list[nn.Parameter], forward: Callable[[], Tensor], device: 
         graph.replay()
         return static[0], list(static[1:])
 
-    run.graph = graph  # type: ignore[attr-defined]  # keep the graph alive with the callable
+    # Keep the graph and everything it reads alive with the callable: a replay reads the captured addresses,
+    # so a tensor held only by ``forward``'s closure (native_loop's StepPlan) must not be freed and reused.
+    run.graph = graph  # type: ignore[attr-defined]
+    run.forward = forward  # type: ignore[attr-defined]
     return run
 
 
@@ -737,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {case.family:24s} B={case.batch:<5d} {status:8s} "
               + "  ".join(f"{n} {_ms(t['median_s'])}" for n, t in row["timing"].items())
               + f"  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        for pair, c in checks.items():
+            if not c["ok"]:
+                print(f"    MISMATCH {pair}: {c['why']}", file=sys.stderr, flush=True)
         del case
         gc.collect()
         if cuda:

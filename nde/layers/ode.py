@@ -38,7 +38,10 @@ class NeuralODE(nn.Module):
             (``torch.cuda.make_graphed_callables``) on the first call and replay them afterwards. The
             captured graphs are reused while the input's shape, dtype and device and ``times`` stay the
             same, and rebuilt otherwise. ``y0`` is copied into the graph's static input on each call; the
-            input checks run when the graphs are built, not on every replay.
+            input checks run when the graphs are built, not on every replay. The capture fails (a CUDA
+            stream-capture error) while an autograd graph through ``vector_field``'s parameters from an
+            eager call is still alive, e.g. an undeleted loss: delete or ``detach()`` it before the first
+            graphed call.
 
     Attributes:
         stats: :class:`nde.solvers.SolveStats` of the last forward call (backward counters fill in
@@ -75,8 +78,9 @@ class NeuralODE(nn.Module):
         key = (tuple(y0.shape), y0.dtype, y0.device, y0.requires_grad, tuple(times.tolist()))
         if self._graphed is None or self._graphed[0] != key:
             # Check once, eagerly: inside the graph nothing may read values back to the host.
-            solve_ode(self.vector_field, y0.detach(), times, method=self.method, step_size=self.step_size,
-                      backend="native")
+            with torch.no_grad():
+                solve_ode(self.vector_field, y0.detach(), times, method=self.method, step_size=self.step_size,
+                          backend="native")
             solve = _NativeSolve(self.vector_field, times, self.method, self.step_size, self.adjoint)
             sample = y0.detach().clone().requires_grad_(y0.requires_grad)
             stages = len(native.NATIVE_ODE_METHODS[self.method].nodes)

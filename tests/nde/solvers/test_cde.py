@@ -20,11 +20,12 @@ TIGHT = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-12}
 
 
 def _line(device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Observation times [L], values [B, L, C] on the lines x0 + t a, and x0, a [B, C]."""
+    """Observation times [L], values [B, L, C] on the lines x0 + t a, and x0, a [B, C] (drawn on the CPU, so that
+    every device gets the same lines and the tolerances below hold for all)."""
     torch.manual_seed(0)
     times = torch.linspace(0.0, 2.0, L, dtype=torch.float64, device=device)
-    x0 = torch.randn(B, C, dtype=torch.float64, device=device)
-    a = 0.7 * torch.randn(B, C, dtype=torch.float64, device=device)
+    x0 = torch.randn(B, C, dtype=torch.float64).to(device)
+    a = 0.7 * torch.randn(B, C, dtype=torch.float64).to(device)
     values = x0[:, None, :] + times[None, :, None] * a[:, None, :]
     return times, values, x0, a
 
@@ -53,7 +54,7 @@ def test_cde_on_a_line_equals_ode_and_closed_form(device: str, kind: str, method
     field = _field(device)
     control = make_control(interpolation_coefficients(values, times, kind), times, kind)
     torch.manual_seed(2)
-    z0 = torch.randn(B, H, dtype=torch.float64, device=device)
+    z0 = torch.randn(B, H, dtype=torch.float64).to(device)
     kwargs = TIGHT if method == "dopri5" else {"method": "rk4", "step_size": 2.0**-6}
     cde = solve_cde(field, control, z0, times, **kwargs)
     ode = solve_ode(lambda t, z: (field(t, z) @ a.unsqueeze(-1)).squeeze(-1), z0, times, **kwargs)
