@@ -43,7 +43,8 @@ stays below ``M`` (this is the paper's model; it is a proper TPP whose sequences
 
 Sampling is exact by inversion (no thinning): with ``E ~ Exp(1)``, the gap solves ``Σ_k Φ_k(τ) = E`` (none when
 ``E >= M``, ``M`` computed by the same network at ``τ = ∞``). The root is bracketed by doubling from ``E / Σ_k
-λ_k(0)`` and refined by bisection, vectorised over all draws, until the bracket ``[lo, hi]`` satisfies ``hi - lo
+λ_k(0)`` and refined by Newton's method safeguarded by bisection (:func:`tpp.models.inversion.invert_increasing`,
+the slope being ``Σ_k λ_k``), vectorised over all draws, until the bracket ``[lo, hi]`` satisfies ``hi - lo
 <= sample_rtol · hi``; the midpoint is returned, so its relative error is at most ``sample_rtol / 2`` (tested).
 The mark is then drawn with probabilities ``λ_k(τ) / Σ_k λ_k(τ)`` at that ``τ``.
 
@@ -81,6 +82,7 @@ from torch import Tensor, nn
 from tpp.data.batch import EventBatch
 from tpp.data.sequences import EventSequences
 from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events, start_times
+from tpp.models.inversion import invert_increasing
 
 __all__ = ["CumulativeHazardNetwork", "FullyNN"]
 
@@ -380,7 +382,7 @@ class FullyNN(TPPModel):
             hi`` with ``τ* <= hi`` the exact root's bracket end (relative error ``<= sample_rtol / 2`` up to rounding).
 
         Raises:
-            RuntimeError: the doubling or the bisection hits ``max_sample_rounds``.
+            RuntimeError: the doubling or the root finding hits ``max_sample_rounds``.
         """
         with torch.no_grad():
             inf = torch.full_like(e, math.inf)
@@ -404,21 +406,17 @@ class FullyNN(TPPModel):
             if bool(below.any()):
                 raise RuntimeError(f"FullyNN.sample_next: no bracket after {self.max_sample_rounds} doublings "
                                    f"(raise max_sample_rounds)")
-            done = ~reach
-            for _ in range(self.max_sample_rounds):
-                mid = (lo + hi) / 2
-                done = done | (hi - lo <= self.sample_rtol * hi) | (mid <= lo) | (mid >= hi)
-                if bool(done.all()):
-                    break
-                phi = self._hazard(base, mid, with_log_intensity=False)[0].sum(-1)
-                go_right = ~done & (phi < e)
-                go_left = ~done & ~go_right
-                lo = torch.where(go_right, mid, lo)
-                hi = torch.where(go_left, mid, hi)
-            if not bool(done.all()):
-                raise RuntimeError(f"FullyNN.sample_next: bisection unfinished after {self.max_sample_rounds} rounds "
-                                   f"(raise max_sample_rounds or sample_rtol)")
-            tau = torch.where(reach, (lo + hi) / 2, inf)
+            rows = reach.nonzero(as_tuple=True)[0]
+            base_r = base[rows]
+
+            def level_and_slope(idx: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+                phi, log_lam = self._hazard(base_r[idx], x)
+                assert log_lam is not None
+                return phi.sum(-1), torch.exp(torch.logsumexp(log_lam, dim=-1))
+
+            root = invert_increasing(level_and_slope, e[rows], lo[rows], hi[rows], rtol=self.sample_rtol,
+                                     max_rounds=self.max_sample_rounds, name="FullyNN.sample_next")
+            tau = inf.index_put((rows,), root)
         return tau, mass
 
     def _draw(self, base: Tensor) -> tuple[Tensor, Tensor]:

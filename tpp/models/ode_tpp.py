@@ -50,8 +50,10 @@ model whose flow is in closed form.
 
 Sampling (:meth:`ODETPP.sample_next`): inversion. With ``E ~ Exp(1)``, ``h`` and ``Λ`` are integrated forward
 from the state after the event in chunks of length ``min(2 (E - Λ) / Σ_k λ_k, sample_max_chunk)`` (each chunk
-one solve, same solver settings) until ``Λ >= E``; inside the crossing chunk the gap is found by bisection
-(each step a solve from the chunk's start) until the bracket ``[lo, hi]`` has ``hi - lo <= sample_rtol · hi``;
+one solve, same solver settings) until ``Λ >= E``; inside the crossing chunk the gap is found by Newton's
+method safeguarded by bisection (:func:`tpp.models.inversion.invert_increasing`; each evaluation a solve from the
+chunk's start, the slope the total intensity at its end) until the bracket ``[lo, hi]`` has ``hi - lo <=
+sample_rtol · hi``;
 the midpoint is returned and the mark is drawn with probabilities ``λ_k / Σ_k λ_k`` at that time. The draw is
 exact for the solver's compensator ``Λ̂`` up to the relative tolerance ``sample_rtol / 2`` on the gap; ``Λ̂``
 differs from the exact ODE's ``Λ`` by the solver's error (the same order as in the log-likelihood). The
@@ -83,6 +85,7 @@ from torch import Tensor, nn
 from nde.solvers import ODE_METHODS, native, solve_ode
 from tpp.data.batch import EventBatch
 from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events
+from tpp.models.inversion import invert_increasing
 
 __all__ = ["ODETPP"]
 
@@ -327,22 +330,17 @@ class ODETPP(TPPModel):
         if active.numel():
             raise RuntimeError(f"ODETPP.sample_next: {active.numel()} of {n} draws had not reached their level "
                                f"after {self.max_sample_rounds} rounds (raise max_sample_rounds or sample_max_chunk)")
-        # bisection inside [lo, hi] from the state at lo (the crossing is in this chunk)
-        left = torch.zeros_like(e)                        # offsets from lo
-        right = hi - lo
-        for _ in range(self.max_sample_rounds):
-            mid = (left + right) / 2
-            open_ = (right - left > self.sample_rtol * (lo + right)) & (mid > left) & (mid < right)
-            idx = open_.nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
-                break
-            _, gained = self._flow(h_lo[idx], mid[idx])
-            below = lam_lo[idx] + gained < e[idx]
-            left[idx] = torch.where(below, mid[idx], left[idx])
-            right[idx] = torch.where(below, right[idx], mid[idx])
-        else:
-            raise RuntimeError(f"ODETPP.sample_next: bisection unfinished after {self.max_sample_rounds} rounds")
-        offset = (left + right) / 2
+        # Newton's method safeguarded by bisection inside [lo, hi], each evaluation a solve from the state at lo
+        # (the crossing is in this chunk); the slope of Λ̂ is the total intensity at the solve's end state.
+
+        def level_and_slope(idx: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+            h_x, gained = self._flow(h_lo[idx], x)
+            return lam_lo[idx] + gained, self._lambda(h_x).sum(-1)
+
+        start = (e - lam_lo) / self._lambda(h_lo).sum(-1)
+        offset = invert_increasing(level_and_slope, e, torch.zeros_like(e), hi - lo, rtol=self.sample_rtol,
+                                   max_rounds=self.max_sample_rounds, offset=lo, start=start,
+                                   name="ODETPP.sample_next")
         h_tau, _ = self._flow(h_lo, offset)
         return lo + offset, h_tau
 
