@@ -87,6 +87,7 @@ from torch import Tensor, nn
 from tpp.data.batch import EventBatch
 from tpp.models.base import (
     Convention,
+    HistoryState,
     LogLikelihood,
     TPPModel,
     check_convention,
@@ -480,10 +481,21 @@ class AttNHP(TPPModel):
         with eval_mode(self), torch.no_grad():
             return self._sample_next(batch, n_samples)
 
-    def _sample_next(self, batch: EventBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    def sample_from_state(self, state: HistoryState) -> tuple[Tensor, Tensor]:
+        """Exact draws of the next event after the last event of each history of the generic state: the thinning
+        of :meth:`sample_next` at that position only (``(gaps [N], marks [N])``), so each generation step thins
+        ``N`` draws, not one per event of the histories."""
+        with eval_mode(self), torch.no_grad():
+            return self._sample_next(state.batch, 1, last_only=True)
+
+    def _sample_next(self, batch: EventBatch, n_samples: int, last_only: bool = False) -> tuple[Tensor, Tensor]:
         batch, _ = self._prepare(batch)
         keys, values = self.event_keys_values(batch)
-        rows, cols = batch.mask.nonzero(as_tuple=True)
+        if last_only:
+            rows = torch.arange(batch.batch_size, device=batch.times.device)
+            cols = batch.lengths.to(rows.device) - 1
+        else:
+            rows, cols = batch.mask.nonzero(as_tuple=True)
         P = rows.shape[0]
         N = n_samples * P
         which = torch.arange(N, device=rows.device) % P
@@ -533,6 +545,8 @@ class AttNHP(TPPModel):
 
         initial = torch.full((N,), delta, dtype=last_time.dtype, device=rows.device)         # unused by propose
         elapsed, marks = thinning_next_event(intensity_at, propose, initial, max_rounds=self.max_thinning_rounds)
+        if last_only:
+            return elapsed, marks
         out_gaps = torch.zeros(n_samples, *batch.times.shape, dtype=batch.times.dtype, device=rows.device)
         out_marks = torch.zeros(n_samples, *batch.times.shape, dtype=torch.int64, device=rows.device)
         out_gaps[:, rows, cols] = elapsed.view(n_samples, P)

@@ -65,7 +65,15 @@ from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch, batches
 from tpp.data.sequences import EventSequences
-from tpp.models.base import Convention, LogLikelihood, TPPModel, check_convention, scored_events, start_times
+from tpp.models.base import (
+    Convention,
+    HistoryState,
+    LogLikelihood,
+    TPPModel,
+    check_convention,
+    scored_events,
+    start_times,
+)
 from tpp.models.intensity_free import _HALF_LOG_2PI, GAP_FLOOR, LOG_SCALE_RANGE, IntensityFree
 from tpp.models.nhp import constant_bound_proposal, log_scaled_softplus, scaled_softplus, thinning_next_event
 from tpp.models.rmtpp import _integrated_intensity, _invert_compensator
@@ -176,6 +184,19 @@ class TimeMarkTPP(TPPModel):
         h = self._states(batch)[:, 1:]
         marks = torch.distributions.Categorical(logits=self.log_mark_probabilities(h)).sample((n_samples,))
         gaps = self._sample_gap_given_mark(h, marks, batch)
+        return gaps, torch.where(torch.isinf(gaps), torch.full_like(marks, -1), marks)
+
+    @torch.no_grad()
+    def sample_from_state(self, state: HistoryState) -> tuple[Tensor, Tensor]:
+        """Exact draws of the next event after the last event of each history of the generic state, as
+        :meth:`sample_next` draws them but at that position only: ``(gaps [N], marks [N])``, so each generation
+        step draws ``N`` events, not one per event of the histories."""
+        batch = self._prepare(state.batch)
+        rows = torch.arange(batch.batch_size, device=batch.times.device)
+        h = self._states(batch)[rows, batch.lengths.to(rows.device)].unsqueeze(1)           # [N, 1, D]
+        marks = torch.distributions.Categorical(logits=self.log_mark_probabilities(h)).sample((1,))
+        gaps = self._sample_gap_given_mark(h, marks, batch)[0, :, 0]
+        marks = marks[0, :, 0]
         return gaps, torch.where(torch.isinf(gaps), torch.full_like(marks, -1), marks)
 
     @torch.no_grad()

@@ -21,8 +21,9 @@ from tests.tpp.models import softplus_checks as checks
 from tests.tpp.models.likelihood_checks import check_bad_inputs
 from tpp.data import EventSequences
 from tpp.data.batch import make_batch
+from tpp.models import attnhp as attnhp_module
 from tpp.models.attnhp import AttNHP
-from tpp.models.nhp import scaled_softplus
+from tpp.models.nhp import scaled_softplus, thinning_next_event
 
 
 def zero_history(model: AttNHP) -> None:
@@ -367,6 +368,52 @@ def test_sample_next_law(factory: checks.Factory) -> None:
     with torch.no_grad():
         lam = model.intensity(one, nodes.reshape(1, -1)).reshape(20, 64, 3)
     torch.testing.assert_close(comp[:20, b, last], (lam.sum(-1) * w * half).sum(1), rtol=1e-7, atol=1e-9)
+
+
+def test_generation_draws_at_the_last_event_only() -> None:
+    """sample_from_state thins only after each history's last event: with one-event histories that is every
+    position, so it gives sample_next's draws exactly (same RNG stream); on longer histories the intensity it thins
+    is the public intensity after the last event, and its draws follow the model's law there (time rescaling:
+    1 - exp(-Λ(τ)) ~ U(0, 1), KS test)."""
+    full = checks.seqs(4)
+    model = checks.model64(FACTORIES[0])
+    with torch.no_grad():
+        perturb_mildly(model)
+    single = make_batch(EventSequences([t[:1] for t in full.times], [m[:1] for m in full.marks], 3, full.windows),
+                        dtype=torch.float64)
+    torch.manual_seed(3)
+    gaps, marks = model.sample_next(single, 1)
+    torch.manual_seed(3)
+    g, k = model.sample_from_state(model.encode(single))
+    torch.testing.assert_close(g, gaps[0, :, 0], rtol=0, atol=0)
+    assert (k == marks[0, :, 0]).all()
+    data = EventSequences([t[:6] for t in full.times], [m[:6] for m in full.marks], 3, full.windows)
+    batch = make_batch(data, dtype=torch.float64)
+    seen = {}
+
+    def spy(intensity_at, propose, initial, max_rounds):
+        elapsed = torch.tensor([0.01, 0.3, 2.0], dtype=torch.float64)
+        idx = torch.arange(batch.batch_size)
+        seen["thinned"] = torch.stack([intensity_at(idx, e.expand(batch.batch_size)) for e in elapsed], 1)
+        seen["query"] = batch.times[idx, batch.lengths - 1].unsqueeze(-1) + elapsed
+        return thinning_next_event(intensity_at, propose, initial, max_rounds=max_rounds)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attnhp_module, "thinning_next_event", spy)
+        model.sample_from_state(model.encode(batch))
+    with torch.no_grad():
+        public = model.intensity(batch, seen["query"])
+    torch.testing.assert_close(seen["thinned"], public, rtol=1e-12, atol=1e-14)
+    S = 200
+    torch.manual_seed(4)
+    g, _ = model.sample_from_state(model.repeat_state(model.encode(batch), S))            # [B S], sequence-major
+    assert torch.isfinite(g).all() and (g > 0).all()
+    rows = torch.arange(batch.batch_size)
+    last = batch.lengths - 1
+    at_last = torch.zeros(S, *batch.times.shape, dtype=torch.float64)
+    at_last[:, rows, last] = g.view(batch.batch_size, S).t()
+    comp = model.next_event_compensator(batch, at_last, n_nodes=24)[:, rows, last]
+    assert stats.kstest((1 - torch.exp(-comp)).flatten().numpy(), "uniform").pvalue > 0.01
 
 
 def test_sample_next_without_dropout() -> None:

@@ -312,6 +312,40 @@ def test_sample_next_follows_each_marks_law_and_time_rescaling(seqs: EventSequen
     assert stats.chisquare(counts.ravel(), (probs * n_samples).ravel(), ddof=len(counts) - 1).pvalue > 0.01
 
 
+@pytest.mark.parametrize("cls", CLASSES)
+def test_generation_draws_at_the_last_event_only(seqs: EventSequences, cls: type[TimeMarkTPP]) -> None:
+    """sample_from_state draws only after each history's last event: with one-event histories that is every
+    position, so it gives sample_next's draws (same RNG stream; equal up to rounding); on the full histories its
+    marks follow p(k | h) at the last event (chi-square) and each gap, given its mark, that mark's time law there
+    (KS)."""
+    model = random_model(cls, 3, seqs)
+    if cls is not LogNormMixTimeMark:                                # proper laws (w_k, α_k > 0): every draw finite
+        with torch.no_grad():
+            (model.w if cls is RMTPPTimeMark else model.thp.alpha).copy_(torch.tensor([0.4, 0.1, 0.7]))
+    single = make_batch(EventSequences([t[:1] for t in seqs.times], [m[:1] for m in seqs.marks], K, seqs.windows),
+                        dtype=torch.float64)
+    torch.manual_seed(2)
+    gaps, marks = model.sample_next(single, 1)
+    torch.manual_seed(2)
+    g, k = model.sample_from_state(model.encode(single))
+    torch.testing.assert_close(g, gaps[0, :, 0], rtol=1e-12, atol=0)                    # [N, 1] vs [N, L] products
+    assert (k == marks[0, :, 0]).all()
+    batch = make_batch(seqs, dtype=torch.float64)
+    S = 800
+    torch.manual_seed(3)
+    g, k = model.sample_from_state(model.repeat_state(model.encode(batch), S))             # [B S], sequence-major
+    g, k = g.view(batch.batch_size, S).T, k.view(batch.batch_size, S).T                      # [S, B]
+    assert torch.isfinite(g).all() and (g > 0).all()
+    with torch.no_grad():
+        h_last = _states_after(model, batch)[torch.arange(batch.batch_size), batch.lengths - 1]      # [B, D]
+        probs = model.log_mark_probabilities(h_last).exp().numpy()
+        _, log_s_k = model._log_density_survival_by_mark(h_last.expand(S, -1, -1), g)
+    counts = np.stack([np.bincount(m, minlength=K) for m in k.T.numpy()])
+    assert stats.chisquare(counts.ravel(), (probs * S).ravel(), ddof=len(counts) - 1).pvalue > 0.01
+    u = -torch.expm1(log_s_k.gather(-1, k.unsqueeze(-1)).squeeze(-1))
+    assert stats.kstest(u.flatten().numpy(), "uniform").pvalue > 0.01
+
+
 def test_rmtpp_defective_laws_give_no_event_with_the_right_probability(seqs: EventSequences) -> None:
     model = random_model(RMTPPTimeMark, 4)
     with torch.no_grad():
