@@ -49,16 +49,19 @@ quadrature of :meth:`ODETPP.intensity` (agreement to 1e-8 with 128 RK4 steps per
 model whose flow is in closed form.
 
 Sampling (:meth:`ODETPP.sample_next`): inversion. With ``E ~ Exp(1)``, ``h`` and ``Λ`` are integrated forward
-from the state after the event in chunks of length ``min(2 (E - Λ) / Σ_k λ_k, sample_max_chunk)`` (each chunk
-one solve, same solver settings) until ``Λ >= E``; inside the crossing chunk the gap is found by Newton's
-method safeguarded by bisection (:func:`tpp.models.inversion.invert_increasing`; each evaluation a solve from the
-chunk's start, the slope the total intensity at its end) until the bracket ``[lo, hi]`` has ``hi - lo <=
-sample_rtol · hi``;
+from the state after the event in chunks until ``Λ >= E``: the ``k``-th chunk of a draw (``k = 0, 1, ...``) has
+length ``min(2 (E - Λ) / Σ_k λ_k, 2^k sample_max_chunk)`` and is one solve in ``2^k`` equal pieces, each with
+the fixed steps of a first chunk (the step never exceeds that of a chunk of ``sample_max_chunk``), so a gap ``G``
+takes ``O(log G)`` rounds even where the intensity is tiny. The solve records the state and ``Λ`` at the pieces'
+ends; inside the piece where ``Λ`` reaches ``E`` the gap is found by Newton's method safeguarded by bisection
+(:func:`tpp.models.inversion.invert_increasing`; each evaluation a solve from the piece's start, the slope the
+total intensity at its end) until the bracket ``[lo, hi]`` has ``hi - lo <= sample_rtol · hi``;
 the midpoint is returned and the mark is drawn with probabilities ``λ_k / Σ_k λ_k`` at that time. The draw is
 exact for the solver's compensator ``Λ̂`` up to the relative tolerance ``sample_rtol / 2`` on the gap; ``Λ̂``
 differs from the exact ODE's ``Λ`` by the solver's error (the same order as in the log-likelihood). The
 march ends: between the bounds ``λ_min <= Σ_k λ_k <= λ_max`` above, every chunk gains at least
 ``min(λ_min sample_max_chunk, 2 (E - Λ) λ_min / λ_max)``, and the gap is at most ``E / λ_min`` (tested);
+the doubling stops at ``2^14`` (:data:`MAX_PIECES`);
 ``max_sample_rounds`` caps the rounds anyway (hitting it raises).
 
 Differences from EasyTPP 0.3.0's ``ODETPP`` (``easy_tpp/model/ode_tpp.py``): its field is ``relu(W h + b)``
@@ -94,6 +97,9 @@ NATIVE_FIXED = ("euler", "midpoint", "rk4")
 #: order :func:`nde.solvers.native.rk_step` evaluates the stages; rk4 is the 3/8 rule)
 STAGE_WEIGHTS: dict[str, tuple[float, ...]] = {"euler": (1.0,), "midpoint": (0.0, 1.0),
                                                "rk4": (1 / 8, 3 / 8, 3 / 8, 1 / 8)}
+#: longest sampler chunk, in units of ``sample_max_chunk`` (the doubling stops there; a chunk's recorded states
+#: take ``MAX_PIECES · H`` numbers per draw)
+MAX_PIECES = 2 ** 14
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -127,7 +133,8 @@ class ODETPP(TPPModel):
             ``1 + ‖A‖₂``) exceeds 2.78.
         rtol, atol: tolerances of adaptive methods (default 1e-6, 1e-8).
         sample_rtol: relative tolerance of the inverted gap in :meth:`sample_next` (default 1e-6).
-        sample_max_chunk: longest chunk of the sampler's forward march, in the batch's time unit (default 1.0).
+        sample_max_chunk: first chunk of the sampler's forward march, in the batch's time unit (default 1.0); each
+            further chunk of a draw may be twice as long, with twice the fixed steps.
         max_sample_rounds: cap on the march and bisection rounds of :meth:`sample_next` (hitting it raises).
     """
 
@@ -205,7 +212,45 @@ class ODETPP(TPPModel):
         end = sol.ys[:, -1]
         return end[:, :H], end[:, H]
 
-    def _flow_fixed(self, h: Tensor, delta: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    def _march_chunk(self, h: Tensor, delta: Tensor, pieces: Tensor, need: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One chunk of the sampler's march, row ``i`` in ``pieces[i]`` equal pieces (``pieces [N]`` int64 >= 1).
+
+        A fixed-step method takes its fixed steps on each piece (one solve of ``pieces[i]`` times the steps, rows
+        grouped by ``pieces`` so that one long chunk does not multiply every row's steps) and records the state
+        and compensator at the pieces' ends. Where ``Λ`` reaches ``need [N]`` in the chunk, the piece where it
+        does is returned as the bracket for the inversion, so that the inversion solves one piece (as long as a
+        chunk of ``pieces = 1``), not the whole chunk. Adaptive methods solve the chunk as one piece.
+
+        Returns ``h [N, H]`` and ``Λ [N]`` at the chunk's end, and the crossing piece's start (offset ``[N]``
+        from the chunk's start, state ``[N, H]``, ``Λ [N]`` there) and length ``[N]``.
+        """
+        if self.method not in NATIVE_FIXED:
+            pieces = torch.ones_like(pieces)
+        values = torch.unique(pieces).tolist()
+        if values == [1]:
+            h_end, gained = self._flow(h, delta)
+            return h_end, gained, torch.zeros_like(delta), h, torch.zeros_like(delta), delta
+        h_end, gained, h_start = torch.empty_like(h), torch.empty_like(delta), torch.empty_like(h)
+        start, lam_start, length = torch.empty_like(delta), torch.empty_like(delta), torch.empty_like(delta)
+        for value in values:
+            rows = (pieces == value).nonzero(as_tuple=True)[0]
+            n_pieces, piece = int(value), delta[rows] / value
+            steps = self.steps_per_interval
+            if self.max_step is not None:
+                steps = max(steps, math.ceil(float(piece.max()) / self.max_step))
+            h_bounds, piece_comps = self._flow_fixed(h[rows], delta[rows], steps * n_pieces, n_pieces)
+            cum = piece_comps.cumsum(0)                                              # [pieces, n]
+            # the first piece whose end reaches the level (the last if rounding says none does)
+            j = (cum < need[rows]).sum(0).clamp(max=n_pieces - 1)
+            cols = torch.arange(rows.numel(), device=h.device)
+            h_end[rows], gained[rows] = h_bounds[-1], cum[-1]
+            h_start[rows] = h_bounds[j, cols]
+            lam_start[rows] = torch.cat([cum.new_zeros(1, rows.numel()), cum])[j, cols]
+            start[rows], length[rows] = j.to(delta.dtype) * piece, piece
+        return h_end, gained, start, h_start, lam_start, length
+
+    def _flow_fixed(self, h: Tensor, delta: Tensor, steps: int, pieces: int = 0) -> tuple[Tensor, Tensor]:
         """:meth:`_flow` by ``steps`` equal steps of a native fixed-step method, without the augmented state.
 
         Each step is :func:`nde.solvers.native.rk_step` on ``h`` alone, in the normalised time ``s ∈ [0, 1]``
@@ -216,6 +261,10 @@ class ODETPP(TPPModel):
         intensities computed in one batched product after the loop. The result equals the augmented solve to
         rounding (tested); it saves per stage the concatenation and the intensity head, and per solve the
         solver's input checks and step grid (host reads), which dominate at these sizes.
+
+        With ``pieces > 0`` (dividing ``steps``) it returns instead the states at the ends of ``pieces`` equal
+        pieces of ``[0, Δ]`` with the start, ``[pieces + 1, N, H]``, and each piece's compensator
+        ``[pieces, N]``.
         """
         weights = STAGE_WEIGHTS[self.method]
         A_t, a = self.dynamics.weight.t(), self.dynamics.bias                  # transposed once, not per stage
@@ -231,11 +280,19 @@ class ODETPP(TPPModel):
 
         t0 = h.new_zeros(())                                                     # the field is autonomous
         ds = h.new_full((), 1.0 / steps)
-        for _ in range(steps):
+        per_piece = steps // pieces if pieces else steps
+        bounds = [h]
+        for i in range(steps):
             h = native.rk_step(self.method, stage, t0, ds, h)
+            if pieces and (i + 1) % per_piece == 0:
+                bounds.append(h)
         b = torch.tensor(kept_weights, dtype=h.dtype, device=h.device)
         rates = F.softplus(self.head(torch.stack(kept))).sum(-1)                 # [stages, N]
-        return h, (b @ rates) * delta / steps
+        if not pieces:
+            return h, (b @ rates) * delta / steps
+        per_step = len(kept_weights) // steps
+        piece_rates = (b.view(-1, 1) * rates).view(pieces, per_piece * per_step, -1).sum(1)
+        return torch.stack(bounds), piece_rates * delta / steps
 
     def _states(self, batch: EventBatch, origin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Right limits ``[B, L + 1, H]`` (``h_0`` at the origin, then just after each event), left limits
@@ -313,25 +370,35 @@ class ODETPP(TPPModel):
         lam_lo = torch.zeros_like(e)
         h_lo = h.clone()
         hi = torch.zeros_like(e)
+        # a draw's k-th chunk may be 2^k times sample_max_chunk long, solved in 2^k pieces of the first chunk's
+        # steps: the march reaches a gap G in O(log G) rounds, not G / sample_max_chunk
+        pieces = torch.ones(n, dtype=torch.int64, device=e.device)
         active = torch.arange(n, device=e.device)
         for _ in range(self.max_sample_rounds):
             if active.numel() == 0:
                 break
             rate = self._lambda(h_lo[active]).sum(-1)
-            chunk = (2 * (e[active] - lam_lo[active]) / rate).clamp(max=self.sample_max_chunk)
-            h_new, gained = self._flow(h_lo[active], chunk)
-            crossed = lam_lo[active] + gained >= e[active]
-            hi[active] = lo[active] + chunk
+            p, need = pieces[active], e[active] - lam_lo[active]
+            chunk = torch.minimum(2 * need / rate, self.sample_max_chunk * p.to(e.dtype))
+            h_new, gained, start, h_start, lam_start, length = self._march_chunk(h_lo[active], chunk, p, need)
+            crossed = gained >= need
+            # crossing draws keep the piece where Λ reaches e as their bracket [lo, hi] and its start's state
+            done = active[crossed]
+            lo[done] = lo[done] + start[crossed]
+            hi[done] = lo[done] + length[crossed]
+            lam_lo[done] = lam_lo[done] + lam_start[crossed]
+            h_lo[done] = h_start[crossed]
             moved = active[~crossed]
-            lo[moved] = hi[moved]
+            lo[moved] = lo[moved] + chunk[~crossed]
             lam_lo[moved] = lam_lo[moved] + gained[~crossed]
             h_lo[moved] = h_new[~crossed]
+            pieces[moved] = (pieces[moved] * 2).clamp(max=MAX_PIECES)
             active = moved
         if active.numel():
             raise RuntimeError(f"ODETPP.sample_next: {active.numel()} of {n} draws had not reached their level "
                                f"after {self.max_sample_rounds} rounds (raise max_sample_rounds or sample_max_chunk)")
         # Newton's method safeguarded by bisection inside [lo, hi], each evaluation a solve from the state at lo
-        # (the crossing is in this chunk); the slope of Λ̂ is the total intensity at the solve's end state.
+        # (the crossing is in this piece); the slope of Λ̂ is the total intensity at the solve's end state.
 
         def level_and_slope(idx: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
             h_x, gained = self._flow(h_lo[idx], x)

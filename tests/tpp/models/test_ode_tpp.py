@@ -364,3 +364,44 @@ def test_draws_respect_the_intensity_floor() -> None:
     e = torch.full((10,), 3.0, dtype=torch.float64)
     tau, _ = model.invert_compensator(h, e)
     assert (tau <= 3.0 / floor_rate).all()
+
+
+def test_tiny_intensity_gaps_take_few_march_rounds() -> None:
+    # Intensity weights zeroed: λ_k = softplus(b_k) whatever the flow, so Λ(τ) = τ Σ_k softplus(b_k) for any
+    # solver and the gap of level e is e / Σ_k softplus(b_k) in closed form. With b = -6 that gap is about
+    # 135 e time units; chunks of sample_max_chunk = 1 would need up to 700 march rounds, doubling chunks 10.
+    model = random_model(12, max_sample_rounds=20)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-6.0)
+    rate = float(F.softplus(model.head.bias).sum().detach())
+    h = torch.tanh(torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    e = torch.tensor([0.001, 0.3, 1.0, 2.0, 3.0, 5.0], dtype=torch.float64)
+    tau, _ = model.invert_compensator(h, e)
+    torch.testing.assert_close(tau, e / rate, rtol=model.sample_rtol, atol=0)       # |error| <= rtol / 2
+    # with A = 0 too the flow is linear, h(t) = c + (h_0 - c) e^{-t} with c = tanh(a): the state at the draw
+    with torch.no_grad():
+        model.dynamics.weight.zero_()
+    tau, h_tau = model.invert_compensator(h, e)
+    c = torch.tanh(model.dynamics.bias).detach()
+    torch.testing.assert_close(h_tau, c + (h - c) * torch.exp(-tau).unsqueeze(-1), rtol=0, atol=1e-7)
+    model.max_sample_rounds = 3                      # chunks of 1, 2 and 4 reach 7 time units, not 135
+    with pytest.raises(RuntimeError, match="max_sample_rounds"):
+        model.invert_compensator(h, torch.ones_like(e))
+
+
+def test_recorded_pieces_add_up_to_the_whole_solve() -> None:
+    model = random_model(13)
+    h = torch.tanh(torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))
+    delta = torch.tensor([0.5, 1.0, 3.0, 8.0, 20.0], dtype=torch.float64)
+    with torch.no_grad():
+        h_end, comp = model._flow_fixed(h, delta, 32)
+        bounds, piece_comps = model._flow_fixed(h, delta, 32, 8)
+        torch.testing.assert_close(bounds[0], h, rtol=0, atol=0)
+        torch.testing.assert_close(bounds[-1], h_end, rtol=0, atol=0)
+        torch.testing.assert_close(piece_comps.sum(0), comp, rtol=1e-13, atol=0)
+        # each piece equals a solve of its own from the recorded state at its start
+        for j in range(8):
+            h_j, comp_j = model._flow_fixed(bounds[j], delta / 8, 4)
+            torch.testing.assert_close(h_j, bounds[j + 1], rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(comp_j, piece_comps[j], rtol=1e-12, atol=1e-14)
