@@ -8,8 +8,8 @@ epochs on the data set's training split (so that their intensities, hence the th
 those of a fitted model, not of a random one); the Hawkes model has the true parameters.
 
 For each model: the seconds of :func:`tpp.evaluation.multistep.generate` with the model's own ``O(1)`` state
-updates (the "fast" path; THP has none and re-encodes its history, ``O(L²)`` attention, every step) on all ``B``
-histories, the seconds of the generic default (re-encoding the whole
+updates (the "fast" path; for THP, THP-TM and SAHP a key-value cache: one new attention column per layer and
+step) on all ``B`` histories, the seconds of the generic default (re-encoding the whole
 history every step) on the first ``--generic-sequences`` histories, and both per history, whose ratio is the
 speed-up of the fast path; then the seconds of scoring the draws (OTD per draw, per-step RMSE and accuracy,
 T-mAP) with :func:`tpp.evaluation.multistep.evaluate_multistep`'s metrics.
@@ -50,10 +50,12 @@ from tpp.models.hawkes import HawkesModel
 from tpp.models.intensity_free import IntensityFree
 from tpp.models.nhp import NHP
 from tpp.models.rmtpp import RMTPP
+from tpp.models.sahp import SAHP
 from tpp.models.thp import THP
+from tpp.models.time_mark import LogNormMixTimeMark, RMTPPTimeMark, THPTimeMark
 from tpp.train import fit_model
 
-MODELS = ("nhp", "rmtpp", "intensity_free", "hawkes", "thp")
+MODELS = ("nhp", "rmtpp", "intensity_free", "hawkes", "thp", "sahp", "thp_tm", "lnm_tm", "rmtpp_tm")
 
 
 def build_model(name: str, num_marks: int, truth: dict[str, Any], hidden: int) -> TPPModel:
@@ -65,6 +67,14 @@ def build_model(name: str, num_marks: int, truth: dict[str, Any], hidden: int) -
         return IntensityFree(num_marks, hidden_size=hidden, embedding_size=hidden)
     if name == "thp":
         return THP(num_marks, d_model=hidden)
+    if name == "sahp":
+        return SAHP(num_marks, d_model=hidden)
+    if name == "thp_tm":
+        return THPTimeMark(num_marks, d_model=hidden)
+    if name == "lnm_tm":
+        return LogNormMixTimeMark(num_marks, hidden_size=hidden, embedding_size=hidden)
+    if name == "rmtpp_tm":
+        return RMTPPTimeMark(num_marks, hidden_size=hidden, embedding_size=hidden)
     if name == "hawkes":
         p = truth["parameters"]
         return HawkesModel.from_process(HawkesProcess(p["mu"], p["alpha"], p["beta"])).float()

@@ -8,8 +8,9 @@ on the history and on the entry's own earlier draws, so each continuation is a d
 next ``N`` events (ancestral sampling of a sequential model). The events predicted are only those *after* the cut:
 step 1 is the first event after the last observed one. An entry whose draw has no next event (a model whose
 intensity decays to 0) ends: its later steps are gap ``inf``, mark ``-1``. Recurrent models (NHP, RMTPP,
-IntensityFree, Hawkes) update their state in ``O(1)`` per step; the others use the generic default, which
-re-encodes the extended histories at every step (``incremental=False`` forces it for any model).
+IntensityFree, LNM-TM, RMTPP-TM, Hawkes, FullyNN, ODE-TPP, S2P2) update their state in ``O(1)`` per step; THP,
+THP-TM and SAHP extend a key-value cache by one attention column per step (``O(L)``); the others use the generic
+default, which re-encodes the extended histories at every step (``incremental=False`` forces it for any model).
 
 EasyTPP 0.3.0's ``predict_multi_step_since_last_event`` (``easy_tpp/model/basemodel.py``) differs in three ways:
 it returns ``num_step + 1`` "predictions" whose first entry is the last *observed* event, copied (lines 261, 321-325:

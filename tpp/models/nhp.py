@@ -231,6 +231,18 @@ class SoftplusIntensityTPP(TPPModel):
         base = self._baseline()
         return lam if base is None else lam + base
 
+    def _thin_after(self, states: Tensor, horizon: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact draws of ``(gaps [N], marks [N])`` after interval states ``states [N, *S]`` (elapsed time from
+        each interval's start) by :func:`thinning_next_event` with first horizons ``horizon [N]``."""
+
+        def intensity_at(idx: Tensor, elapsed: Tensor) -> Tensor:
+            return self._lambda(states[idx], elapsed.unsqueeze(-1)).squeeze(-2)
+
+        def propose(idx: Tensor, start: Tensor, span: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            return self._propose(states[idx], start, span)
+
+        return thinning_next_event(intensity_at, propose, horizon, max_rounds=self.max_thinning_rounds)
+
     def _log_lambda(self, args: Tensor) -> Tensor:
         """``log λ_k`` from the softplus arguments ``[..., K]``, stable where the softplus underflows."""
         base = self._baseline()
@@ -338,15 +350,7 @@ class SoftplusIntensityTPP(TPPModel):
         batch, origin = self._prepare(state.batch)
         states = self._states(batch, origin)
         last = states[torch.arange(batch.batch_size, device=states.device), batch.lengths]
-
-        def intensity_at(idx: Tensor, elapsed: Tensor) -> Tensor:
-            return self._lambda(last[idx], elapsed.unsqueeze(-1)).squeeze(-2)
-
-        def propose(idx: Tensor, start: Tensor, horizon: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return self._propose(last[idx], start, horizon)
-
-        return thinning_next_event(intensity_at, propose, self._initial_horizon(batch, batch.batch_size),
-                                   max_rounds=self.max_thinning_rounds)
+        return self._thin_after(last, self._initial_horizon(batch, batch.batch_size))
 
     def next_event_compensator(self, batch: EventBatch, gaps: Tensor, n_nodes: int = 64) -> Tensor:
         """``∫_{t_j}^{t_j + gaps[s, b, j]} Σ_k λ_k dt`` given the history up to and including event ``j``.
@@ -461,15 +465,8 @@ class NHP(SoftplusIntensityTPP):
     @torch.no_grad()
     def sample_from_state(self, state: Tensor) -> tuple[Tensor, Tensor]:
         """Exact draws by the thinning of :meth:`sample_next` (same proven bound) from interval states ``[N, 4, H]``."""
-
-        def intensity_at(idx: Tensor, elapsed: Tensor) -> Tensor:
-            return self._lambda(state[idx], elapsed.unsqueeze(-1)).squeeze(-2)
-
-        def propose(idx: Tensor, start: Tensor, horizon: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return self._propose(state[idx], start, horizon)
-
-        horizon = torch.full((state.shape[0],), float("inf"), dtype=state.dtype, device=state.device)
-        return thinning_next_event(intensity_at, propose, horizon, max_rounds=self.max_thinning_rounds)
+        return self._thin_after(state, torch.full((state.shape[0],), float("inf"), dtype=state.dtype,
+                                                  device=state.device))
 
     @torch.no_grad()
     def advance(self, state: Tensor, gaps: Tensor, marks: Tensor) -> Tensor:

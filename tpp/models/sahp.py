@@ -49,15 +49,37 @@ as the intensity relaxes. A small slack covers rounding. The intensity is at lea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
+from tpp.models.base import eval_mode
 from tpp.models.nhp import SoftplusIntensityTPP, _check_float, _check_int, scaled_softplus
 
-__all__ = ["SAHP", "causal_attention"]
+__all__ = ["SAHP", "SAHPCache", "causal_attention"]
+
+
+@dataclass
+class SAHPCache:
+    """SAHP's generation state: each layer's keys and values at every position, so that appending an event
+    computes its own column only (causal attention: earlier positions do not see it). ``O(L)`` per generated
+    event instead of re-encoding the history, ``O(L²)``.
+
+    Attributes:
+        keys, values: per layer, ``[N, W, D]`` at every position (start token first).
+        padding: ``[N, W]`` True at padded positions (masked as keys).
+        lengths: ``[N]`` events so far (the next event's position in the positional encoding).
+        state: ``[N, 3, K]`` ``(μ, η, γ)`` after the last event.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    padding: Tensor
+    lengths: Tensor
+    state: Tensor
 
 
 def causal_attention(x: Tensor, query: nn.Linear, key: nn.Linear, value: nn.Linear, num_heads: int,
@@ -162,9 +184,66 @@ class SAHP(SoftplusIntensityTPP):
 
     def _states(self, batch: EventBatch, origin: Tensor) -> Tensor:
         # Padded events come after the real ones, so under the causal mask they never reach a real position.
-        h = self.hidden(batch)
+        return self._intensity_parameters(self.hidden(batch))
+
+    def _intensity_parameters(self, h: Tensor) -> Tensor:
+        """``(μ, η, γ)`` from hidden states ``[..., D]`` -> ``[..., 3, K]``."""
         mu, eta, gamma = F.gelu(self.to_mu(h)), F.gelu(self.to_eta(h)), F.softplus(self.to_gamma(h))
-        return torch.stack([mu, eta, gamma], dim=-2)                                         # [B, L + 1, 3, K]
+        return torch.stack([mu, eta, gamma], dim=-2)
+
+    # ------------------------------------------------------------------ generation with a key-value cache
+
+    @torch.no_grad()
+    def encode(self, batch: EventBatch) -> SAHPCache:
+        """The :class:`SAHPCache` after the last event of each sequence."""
+        with eval_mode(self):
+            batch, _ = self._prepare(batch)
+            B, L = batch.times.shape
+            positions = torch.arange(L + 1, device=batch.times.device).expand(B, L + 1)
+            gaps = torch.cat([batch.gaps.new_zeros(B, 1), batch.gaps], dim=1)
+            tokens = torch.cat([self.start_token.expand(B, 1, self.d_model), self.embedding(batch.marks)], dim=1)
+            x = tokens + self.positional_encoding(positions, gaps)
+            keys, values = [], []
+            for layer in self.layers:
+                keys.append(layer.key(x))
+                values.append(layer.value(x))
+                x = layer(x, 0.0)
+            padding = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=x.device), ~batch.mask], dim=1)
+            lengths = batch.lengths.to(x.device)
+            last = x[torch.arange(B, device=x.device), lengths]
+            return SAHPCache(keys, values, padding, lengths, self._intensity_parameters(last))
+
+    @torch.no_grad()
+    def advance(self, state: SAHPCache, gaps: Tensor, marks: Tensor) -> SAHPCache:
+        """Append the event ``(gaps [N], marks [N])`` after each last event: one new key and value per layer."""
+        with eval_mode(self):
+            lengths = state.lengths + 1
+            x = self.embedding(marks.to(lengths.device)) + self.positional_encoding(
+                lengths, gaps.to(device=lengths.device, dtype=state.state.dtype))                    # [N, D]
+            padding = torch.cat([state.padding, state.padding.new_zeros(state.padding.shape[0], 1)], dim=1)
+            N, d = x.shape[0], self.d_model // self.num_heads
+            keys, values = [], []
+            for layer, k_cached, v_cached in zip(self.layers, state.keys, state.values, strict=True):
+                k = torch.cat([k_cached, layer.key(x).unsqueeze(1)], dim=1)                         # [N, W, D]
+                v = torch.cat([v_cached, layer.value(x).unsqueeze(1)], dim=1)
+                keys.append(k)
+                values.append(v)
+                q = layer.query(x).view(N, self.num_heads, 1, d)
+                heads_k = k.view(N, -1, self.num_heads, d).transpose(1, 2)                         # [N, heads, W, d]
+                heads_v = v.view(N, -1, self.num_heads, d).transpose(1, 2)
+                scores = (q @ heads_k.transpose(-1, -2) / math.sqrt(d)).masked_fill(padding[:, None, None],
+                                                                                     float("-inf"))
+                x = (torch.softmax(scores, dim=-1) @ heads_v).reshape(N, self.d_model)
+                if layer.norm is not None:
+                    x = layer.norm(x)
+            return SAHPCache(keys, values, padding, lengths, self._intensity_parameters(x))
+
+    @torch.no_grad()
+    def sample_from_state(self, state: SAHPCache) -> tuple[Tensor, Tensor]:
+        """Exact draws of the next event after each last event, by the thinning of :meth:`sample_next`:
+        ``(gaps [N], marks [N])``."""
+        n = state.state.shape[0]
+        return self._thin_after(state.state, state.state.new_full((n,), float("inf")))
 
     def _arguments(self, state: Tensor, elapsed: Tensor) -> Tensor:
         mu, eta, gamma = (p.unsqueeze(-2) for p in state.unbind(-2))                          # [*lead, 1, K]

@@ -42,15 +42,40 @@ there is no event: the draw is gap ``inf``, mark ``-1``. Exact as well.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
+from tpp.models.base import eval_mode
 from tpp.models.nhp import SoftplusIntensityTPP, _check_float, _check_int, scaled_softplus
 
-__all__ = ["THP", "THPWithBaseline"]
+__all__ = ["THP", "THPWithBaseline", "TransformerCache"]
+
+
+@dataclass
+class TransformerCache:
+    """THP's generation state: what the causal encoder needs to add one event without re-encoding the history.
+
+    Causal attention makes every position's layer outputs independent of later positions, so appending an event
+    computes only its own column: at each layer its query attends to the cached inputs of that layer (keys and
+    values) and to itself. ``O(L)`` per generated event instead of ``O(L²)``.
+
+    Attributes:
+        layer_inputs: per encoder layer, ``[N, W, D]`` the layer's input at every position (start token first).
+        padding: ``[N, W]`` True at padded positions (masked as keys).
+        state: ``[N, K]`` the head's output at the last event (``w_k · h + b_k``).
+        last_time: ``[N]`` time of the last event.
+        horizon: ``[N]`` first thinning horizon of each draw (three mean gaps of the encoded batch).
+    """
+
+    layer_inputs: list[Tensor]
+    padding: Tensor
+    state: Tensor
+    last_time: Tensor
+    horizon: Tensor
 
 
 class THP(SoftplusIntensityTPP):
@@ -119,6 +144,47 @@ class THP(SoftplusIntensityTPP):
     def _baseline(self) -> Tensor | None:
         return None if self.log_baseline is None else self.log_baseline.exp()
 
+    # ------------------------------------------------------------------ generation with a key-value cache
+
+    @torch.no_grad()
+    def encode(self, batch: EventBatch) -> TransformerCache:
+        """The :class:`TransformerCache` after the last event of each sequence (each layer's inputs recorded)."""
+        with eval_mode(self):
+            batch, origin = self._prepare(batch)
+            B, L = batch.times.shape
+            start = self.start_token.expand(B, 1, self.d_model) + self.temporal_encoding(origin).unsqueeze(1)
+            x = torch.cat([start, self.embedding(batch.marks) + self.temporal_encoding(batch.times)], dim=1)
+            causal = torch.triu(torch.ones(L + 1, L + 1, dtype=torch.bool, device=x.device), diagonal=1)
+            padding = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=x.device), ~batch.mask], dim=1)
+            inputs = []
+            for layer in self.encoder.layers:
+                inputs.append(x)
+                x = layer(x, src_mask=causal, src_key_padding_mask=padding)
+            rows = torch.arange(B, device=x.device)
+            last = batch.lengths.to(x.device)
+            return TransformerCache(inputs, padding, self.head(x[rows, last]), batch.times[rows, last - 1],
+                                    self._initial_horizon(batch, B))
+
+    @torch.no_grad()
+    def advance(self, state: TransformerCache, gaps: Tensor, marks: Tensor) -> TransformerCache:
+        """Append the event ``(gaps [N], marks [N])`` after each last event: one new column per layer."""
+        with eval_mode(self):
+            times = state.last_time + gaps.to(device=state.last_time.device, dtype=state.last_time.dtype)
+            x = (self.embedding(marks.to(times.device)) + self.temporal_encoding(times)).unsqueeze(1)   # [N, 1, D]
+            padding = torch.cat([state.padding, state.padding.new_zeros(state.padding.shape[0], 1)], dim=1)
+            inputs = []
+            for layer, cached in zip(self.encoder.layers, state.layer_inputs, strict=True):
+                keys = torch.cat([cached, x], dim=1)
+                inputs.append(keys)
+                x = _layer_at_last_position(layer, x, keys, padding)
+            return TransformerCache(inputs, padding, self.head(x[:, 0]), times, state.horizon)
+
+    @torch.no_grad()
+    def sample_from_state(self, state: TransformerCache) -> tuple[Tensor, Tensor]:
+        """Exact draws of the next event after each last event, by the thinning of :meth:`sample_next`:
+        ``(gaps [N], marks [N])`` (gap ``inf`` and mark ``-1`` where there is no next event)."""
+        return self._thin_after(state.state, state.horizon.clone())
+
     def _arguments(self, state: Tensor, elapsed: Tensor) -> Tensor:
         return state.unsqueeze(-2) + self.alpha * elapsed.unsqueeze(-1)
 
@@ -185,3 +251,17 @@ class THPWithBaseline(THP):
     def __init__(self, num_marks: int, **kwargs: Any) -> None:
         kwargs.setdefault("baseline", True)
         super().__init__(num_marks, **kwargs)
+
+
+def _layer_at_last_position(layer: nn.TransformerEncoderLayer, x: Tensor, keys: Tensor, padding: Tensor) -> Tensor:
+    """``layer``'s output at one new last position ``x [N, 1, D]`` whose (causal) keys are ``keys [N, W, D]``
+    (the layer's inputs at every position, ``x`` last) and key padding ``padding [N, W]``: the arithmetic of
+    :class:`torch.nn.TransformerEncoderLayer` (evaluation mode) for that row of its output."""
+    def attend(q: Tensor, kv: Tensor) -> Tensor:
+        return layer.self_attn(q, kv, kv, key_padding_mask=padding, need_weights=False)[0]
+
+    if layer.norm_first:
+        x = x + attend(layer.norm1(x), layer.norm1(keys))
+        return x + layer._ff_block(layer.norm2(x))
+    x = layer.norm1(x + attend(x, keys))
+    return layer.norm2(x + layer._ff_block(x))

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -77,7 +78,7 @@ from tpp.models.base import (
 from tpp.models.intensity_free import _HALF_LOG_2PI, GAP_FLOOR, LOG_SCALE_RANGE, IntensityFree
 from tpp.models.nhp import constant_bound_proposal, log_scaled_softplus, scaled_softplus, thinning_next_event
 from tpp.models.rmtpp import _integrated_intensity, _invert_compensator
-from tpp.models.thp import THP
+from tpp.models.thp import THP, TransformerCache
 
 __all__ = ["LogNormMixTimeMark", "RMTPPTimeMark", "RecurrentTimeMarkTPP", "THPTimeMark", "TimeMarkTPP",
            "joint_density_mark_predictions"]
@@ -118,8 +119,10 @@ class TimeMarkTPP(TPPModel):
         """``(log f(τ | k), log S(τ | k))`` for every mark: ``h [..., D]``, gaps ``tau [...]`` -> ``[..., K]`` each."""
 
     @abstractmethod
-    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch) -> Tensor:
-        """Exact draws ``τ ~ f(· | k, h)``: ``h [B, L, D]``, ``marks [S, B, L]`` -> ``[S, B, L]`` (``inf``: none)."""
+    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch | None) -> Tensor:
+        """Exact draws ``τ ~ f(· | k, h)``: ``h [B, L, D]``, ``marks [S, B, L]`` -> ``[S, B, L]`` (``inf``: none).
+        ``batch``: the histories, where the sampler tunes itself on them (THP-TM's first thinning horizon);
+        ``None`` is accepted by the models that do not."""
 
     # ------------------------------------------------------------------------------------------- pieces
 
@@ -194,8 +197,13 @@ class TimeMarkTPP(TPPModel):
         batch = self._prepare(state.batch)
         rows = torch.arange(batch.batch_size, device=batch.times.device)
         h = self._states(batch)[rows, batch.lengths.to(rows.device)].unsqueeze(1)           # [N, 1, D]
+        return self._draw_after(h, lambda marks: self._sample_gap_given_mark(h, marks, batch))
+
+    def _draw_after(self, h: Tensor, gap_given_mark: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+        """One draw ``(gaps [N], marks [N])`` per state ``h [N, 1, D]``: the mark from ``p(k | h)``, then the gap
+        by ``gap_given_mark(marks [1, N, 1]) -> [1, N, 1]``."""
         marks = torch.distributions.Categorical(logits=self.log_mark_probabilities(h)).sample((1,))
-        gaps = self._sample_gap_given_mark(h, marks, batch)[0, :, 0]
+        gaps = gap_given_mark(marks)[0, :, 0]
         marks = marks[0, :, 0]
         return gaps, torch.where(torch.isinf(gaps), torch.full_like(marks, -1), marks)
 
@@ -259,11 +267,20 @@ class RecurrentTimeMarkTPP(TimeMarkTPP):
         self.register_buffer("gap_mean", torch.zeros(()))
         self.register_buffer("gap_std", torch.ones(()))
 
-    # IntensityFree's encoder and gap standardisation, shared as functions (they use the same attributes).
+    # IntensityFree's encoder, gap standardisation and O(1) generation state (the GRU state after the last event),
+    # shared as functions (they use the same attributes).
     prepare = IntensityFree.prepare
     set_gap_statistics = IntensityFree.set_gap_statistics
     _prepare = IntensityFree._prepare
     _states = IntensityFree._states
+    encode = IntensityFree.encode
+    advance = IntensityFree.advance
+
+    @torch.no_grad()
+    def sample_from_state(self, state: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """Exact draws, as :meth:`sample_next` draws them, from GRU states ``h [N, H]``: ``(gaps [N], marks [N])``."""
+        h = state.unsqueeze(1)                                                               # [N, 1, H]
+        return self._draw_after(h, lambda marks: self._sample_gap_given_mark(h, marks, None))
 
     def log_mark_probabilities(self, h: Tensor) -> Tensor:
         return torch.log_softmax(self.mark_logits(h), dim=-1)
@@ -315,7 +332,7 @@ class LogNormMixTimeMark(RecurrentTimeMarkTPP):
         log_s = torch.logsumexp(log_w + torch.special.log_ndtr(-z), dim=-1)
         return log_f, log_s
 
-    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch) -> Tensor:
+    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch | None) -> Tensor:
         log_w, loc, scale = self.mixture_parameters(h)                                  # [B, L, K, M]
         n = marks.shape[0]
         index = marks[..., None, None].expand(-1, -1, -1, 1, self.num_components)        # [S, B, L, 1, M]
@@ -362,7 +379,7 @@ class RMTPPTimeMark(RecurrentTimeMarkTPP):
         compensator = _integrated_intensity(c, self.w, tau.expand_as(c))
         return c + self.w * tau - compensator, -compensator
 
-    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch) -> Tensor:
+    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch | None) -> Tensor:
         c = self.ground(h)                                                                # [B, L, K]
         c = c.expand(marks.shape[0], *c.shape).gather(-1, marks.unsqueeze(-1)).squeeze(-1)
         e = torch.empty_like(c).exponential_()
@@ -452,7 +469,31 @@ class THPTimeMark(TimeMarkTPP):
                    else torch.log(scaled_softplus(args, scale) + base))
         return log_eta - cum, -cum
 
-    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch) -> Tensor:
+    # generation with THP's key-value cache (:class:`~tpp.models.thp.TransformerCache`): O(L) per event
+
+    def encode(self, batch: EventBatch) -> TransformerCache:
+        """THP's :class:`~tpp.models.thp.TransformerCache` after the last event of each sequence."""
+        return self.thp.encode(batch)
+
+    def advance(self, state: TransformerCache, gaps: Tensor, marks: Tensor) -> TransformerCache:
+        """The cache after appending the event ``(gaps [N], marks [N])`` (one new column per layer)."""
+        return self.thp.advance(state, gaps, marks)
+
+    @torch.no_grad()
+    def sample_from_state(self, state: TransformerCache) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        """Exact draws, as :meth:`sample_next` draws them, after the last event of each entry of the cache:
+        ``(gaps [N], marks [N])``."""
+        h = state.state.unsqueeze(1)                                                         # [N, 1, 2K]
+        return self._draw_after(h, lambda marks: self._sample_gap_from(h, marks, state.horizon))
+
+    def _sample_gap_given_mark(self, h: Tensor, marks: Tensor, batch: EventBatch | None) -> Tensor:
+        if batch is None:
+            raise ValueError("THPTimeMark draws need the histories (batch) for their first thinning horizon")
+        return self._sample_gap_from(h, marks, self.thp._initial_horizon(batch, marks.numel()))
+
+    def _sample_gap_from(self, h: Tensor, marks: Tensor, first_horizon: Tensor) -> Tensor:
+        """Gaps ``[S, B, L]`` given ``marks [S, B, L]`` and states ``h [B, L, 2K]``; ``first_horizon [S B L]``
+        the thinning's first horizon where ``α_k > 0``."""
         n_samples = marks.shape[0]
         a = h[..., :self.num_marks].expand(n_samples, *h.shape[:-1], self.num_marks)
         a = a.gather(-1, marks.unsqueeze(-1)).reshape(-1)                                  # [N]
@@ -464,7 +505,7 @@ class THPTimeMark(TimeMarkTPP):
         def pick(x: Tensor | None, idx: Tensor) -> Tensor | None:
             return None if x is None else x[idx]
 
-        horizon = torch.where(alpha > 0, self.thp._initial_horizon(batch, a.numel()), math.inf)
+        horizon = torch.where(alpha > 0, first_horizon, math.inf)
         elapsed, _ = thinning_next_event(
             lambda idx, u: self._hazard(a[idx], alpha[idx], scale[idx], pick(base, idx), u).unsqueeze(-1),
             lambda idx, u, span: self._propose(a[idx], alpha[idx], scale[idx], pick(base, idx), u, span),
