@@ -59,7 +59,7 @@ from tpp.data.batch import EventBatch
 from tpp.models.base import eval_mode
 from tpp.models.nhp import SoftplusIntensityTPP, _check_float, _check_int, scaled_softplus
 
-__all__ = ["SAHP", "SAHPCache", "causal_attention"]
+__all__ = ["SAHP", "SAHPCache", "cached_attention", "causal_attention"]
 
 
 @dataclass
@@ -103,6 +103,19 @@ def causal_attention(x: Tensor, query: nn.Linear, key: nn.Linear, value: nn.Line
     if dropout > 0:
         weights = F.dropout(weights, dropout)
     return (weights @ v).transpose(1, 2).reshape(B, N, D)
+
+
+def cached_attention(q: Tensor, keys: Tensor, values: Tensor, padding: Tensor, num_heads: int) -> Tensor:
+    """Multi-head scaled dot-product attention of one new query per row over cached keys and values, without an
+    output map: ``q [N, D]``, ``keys, values [N, W, D]`` (the new position's included), ``padding [N, W]`` (True:
+    masked) -> ``[N, D]``, the last row of :func:`causal_attention` for that position."""
+    N, W, D = keys.shape
+    d = D // num_heads
+    heads_k = keys.view(N, W, num_heads, d).transpose(1, 2)                                  # [N, heads, W, d]
+    heads_v = values.view(N, W, num_heads, d).transpose(1, 2)
+    scores = (q.view(N, num_heads, 1, d) @ heads_k.transpose(-1, -2) / math.sqrt(d)).masked_fill(
+        padding[:, None, None], float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ heads_v).reshape(N, D)
 
 
 class _AttentionLayer(nn.Module):
@@ -221,19 +234,11 @@ class SAHP(SoftplusIntensityTPP):
             x = self.embedding(marks.to(lengths.device)) + self.positional_encoding(
                 lengths, gaps.to(device=lengths.device, dtype=state.state.dtype))                    # [N, D]
             padding = torch.cat([state.padding, state.padding.new_zeros(state.padding.shape[0], 1)], dim=1)
-            N, d = x.shape[0], self.d_model // self.num_heads
             keys, values = [], []
             for layer, k_cached, v_cached in zip(self.layers, state.keys, state.values, strict=True):
-                k = torch.cat([k_cached, layer.key(x).unsqueeze(1)], dim=1)                         # [N, W, D]
-                v = torch.cat([v_cached, layer.value(x).unsqueeze(1)], dim=1)
-                keys.append(k)
-                values.append(v)
-                q = layer.query(x).view(N, self.num_heads, 1, d)
-                heads_k = k.view(N, -1, self.num_heads, d).transpose(1, 2)                         # [N, heads, W, d]
-                heads_v = v.view(N, -1, self.num_heads, d).transpose(1, 2)
-                scores = (q @ heads_k.transpose(-1, -2) / math.sqrt(d)).masked_fill(padding[:, None, None],
-                                                                                     float("-inf"))
-                x = (torch.softmax(scores, dim=-1) @ heads_v).reshape(N, self.d_model)
+                keys.append(torch.cat([k_cached, layer.key(x).unsqueeze(1)], dim=1))                # [N, W, D]
+                values.append(torch.cat([v_cached, layer.value(x).unsqueeze(1)], dim=1))
+                x = cached_attention(layer.query(x), keys[-1], values[-1], padding, self.num_heads)
                 if layer.norm is not None:
                     x = layer.norm(x)
             return SAHPCache(keys, values, padding, lengths, self._intensity_parameters(x))

@@ -46,11 +46,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.data.batch import EventBatch
 from tpp.models.base import eval_mode
 from tpp.models.nhp import SoftplusIntensityTPP, _check_float, _check_int, scaled_softplus
+from tpp.models.sahp import cached_attention
 
 __all__ = ["THP", "THPWithBaseline", "TransformerCache"]
 
@@ -60,18 +62,20 @@ class TransformerCache:
     """THP's generation state: what the causal encoder needs to add one event without re-encoding the history.
 
     Causal attention makes every position's layer outputs independent of later positions, so appending an event
-    computes only its own column: at each layer its query attends to the cached inputs of that layer (keys and
-    values) and to itself. ``O(L)`` per generated event instead of ``O(L²)``.
+    computes only its own column: at each layer its query attends to the cached keys and values of that layer and
+    to its own. ``O(L)`` per generated event instead of ``O(L²)``.
 
     Attributes:
-        layer_inputs: per encoder layer, ``[N, W, D]`` the layer's input at every position (start token first).
+        keys, values: per encoder layer, ``[N, W, D]`` the attention's projected keys and values at every position
+            (start token first).
         padding: ``[N, W]`` True at padded positions (masked as keys).
         state: ``[N, K]`` the head's output at the last event (``w_k · h + b_k``).
         last_time: ``[N]`` time of the last event.
         horizon: ``[N]`` first thinning horizon of each draw (three mean gaps of the encoded batch).
     """
 
-    layer_inputs: list[Tensor]
+    keys: list[Tensor]
+    values: list[Tensor]
     padding: Tensor
     state: Tensor
     last_time: Tensor
@@ -156,28 +160,31 @@ class THP(SoftplusIntensityTPP):
             x = torch.cat([start, self.embedding(batch.marks) + self.temporal_encoding(batch.times)], dim=1)
             causal = torch.triu(torch.ones(L + 1, L + 1, dtype=torch.bool, device=x.device), diagonal=1)
             padding = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=x.device), ~batch.mask], dim=1)
-            inputs = []
+            keys, values = [], []
             for layer in self.encoder.layers:
-                inputs.append(x)
+                k, v = _project_keys_values(layer, x)
+                keys.append(k)
+                values.append(v)
                 x = layer(x, src_mask=causal, src_key_padding_mask=padding)
             rows = torch.arange(B, device=x.device)
             last = batch.lengths.to(x.device)
-            return TransformerCache(inputs, padding, self.head(x[rows, last]), batch.times[rows, last - 1],
+            return TransformerCache(keys, values, padding, self.head(x[rows, last]), batch.times[rows, last - 1],
                                     self._initial_horizon(batch, B))
 
     @torch.no_grad()
     def advance(self, state: TransformerCache, gaps: Tensor, marks: Tensor) -> TransformerCache:
-        """Append the event ``(gaps [N], marks [N])`` after each last event: one new column per layer."""
+        """Append the event ``(gaps [N], marks [N])`` after each last event: one new key and value per layer."""
         with eval_mode(self):
             times = state.last_time + gaps.to(device=state.last_time.device, dtype=state.last_time.dtype)
-            x = (self.embedding(marks.to(times.device)) + self.temporal_encoding(times)).unsqueeze(1)   # [N, 1, D]
+            x = self.embedding(marks.to(times.device)) + self.temporal_encoding(times)                 # [N, D]
             padding = torch.cat([state.padding, state.padding.new_zeros(state.padding.shape[0], 1)], dim=1)
-            inputs = []
-            for layer, cached in zip(self.encoder.layers, state.layer_inputs, strict=True):
-                keys = torch.cat([cached, x], dim=1)
-                inputs.append(keys)
-                x = _layer_at_last_position(layer, x, keys, padding)
-            return TransformerCache(inputs, padding, self.head(x[:, 0]), times, state.horizon)
+            keys, values = [], []
+            for layer, k_cached, v_cached in zip(self.encoder.layers, state.keys, state.values, strict=True):
+                k, v = _project_keys_values(layer, x)
+                keys.append(torch.cat([k_cached, k.unsqueeze(1)], dim=1))
+                values.append(torch.cat([v_cached, v.unsqueeze(1)], dim=1))
+                x = _layer_at_last_position(layer, x, keys[-1], values[-1], padding)
+            return TransformerCache(keys, values, padding, self.head(x), times, state.horizon)
 
     @torch.no_grad()
     def sample_from_state(self, state: TransformerCache) -> tuple[Tensor, Tensor]:
@@ -253,15 +260,24 @@ class THPWithBaseline(THP):
         super().__init__(num_marks, **kwargs)
 
 
-def _layer_at_last_position(layer: nn.TransformerEncoderLayer, x: Tensor, keys: Tensor, padding: Tensor) -> Tensor:
-    """``layer``'s output at one new last position ``x [N, 1, D]`` whose (causal) keys are ``keys [N, W, D]``
-    (the layer's inputs at every position, ``x`` last) and key padding ``padding [N, W]``: the arithmetic of
-    :class:`torch.nn.TransformerEncoderLayer` (evaluation mode) for that row of its output."""
-    def attend(q: Tensor, kv: Tensor) -> Tensor:
-        return layer.self_attn(q, kv, kv, key_padding_mask=padding, need_weights=False)[0]
+def _project_keys_values(layer: nn.TransformerEncoderLayer, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The keys and values ``[..., D]`` that ``layer``'s self-attention makes of its inputs ``x [..., D]``."""
+    attn, D = layer.self_attn, x.shape[-1]
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    return F.linear(x, w[D:2 * D], b[D:2 * D]), F.linear(x, w[2 * D:], b[2 * D:])
 
-    if layer.norm_first:
-        x = x + attend(layer.norm1(x), layer.norm1(keys))
-        return x + layer._ff_block(layer.norm2(x))
-    x = layer.norm1(x + attend(x, keys))
+
+def _layer_at_last_position(layer: nn.TransformerEncoderLayer, x: Tensor, keys: Tensor, values: Tensor,
+                            padding: Tensor) -> Tensor:
+    """``layer``'s output ``[N, D]`` at one new last position with input ``x [N, D]``, given the projected keys and
+    values ``[N, W, D]`` of every position (the new one last) and the key padding ``padding [N, W]``: the arithmetic
+    of :class:`torch.nn.TransformerEncoderLayer` (evaluation mode, post-norm as THP builds it) for that row of its
+    output."""
+    attn, D = layer.self_attn, x.shape[-1]
+
+    def attend(u: Tensor) -> Tensor:
+        q = F.linear(u, attn.in_proj_weight[:D], attn.in_proj_bias[:D])
+        return attn.out_proj(cached_attention(q, keys, values, padding, attn.num_heads))
+
+    x = layer.norm1(x + attend(x))
     return layer.norm2(x + layer._ff_block(x))

@@ -171,9 +171,7 @@ def _close(a: Any, b: Any) -> None:
     if isinstance(a, TransformerCache | SAHPCache):
         # a cache advanced in place keeps the shorter rows' padding in the middle, a fresh encoding at the end:
         # compare the real positions; THP's first thinning horizon is a tuning choice, not part of the state
-        cached = (a.layer_inputs, b.layer_inputs) if isinstance(a, TransformerCache) else (a.keys + a.values,
-                                                                                           b.keys + b.values)
-        for x, y in zip(*cached, strict=True):
+        for x, y in zip(a.keys + a.values, b.keys + b.values, strict=True):
             _close(x[~a.padding], y[~b.padding])
         _close(a.state, b.state)
         _close(a.last_time if isinstance(a, TransformerCache) else a.lengths,
