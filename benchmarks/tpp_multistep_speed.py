@@ -55,30 +55,24 @@ from tpp.models.thp import THP
 from tpp.models.time_mark import LogNormMixTimeMark, RMTPPTimeMark, THPTimeMark
 from tpp.train import fit_model
 
-MODELS = ("nhp", "rmtpp", "intensity_free", "hawkes", "thp", "sahp", "thp_tm", "lnm_tm", "rmtpp_tm")
+#: model name -> (class, the keyword that sets its width, whether the mark embedding takes the same width)
+NEURAL: dict[str, tuple[Any, str, bool]] = {
+    "nhp": (NHP, "hidden_size", False), "rmtpp": (RMTPP, "hidden_size", True),
+    "intensity_free": (IntensityFree, "hidden_size", True), "thp": (THP, "d_model", False),
+    "sahp": (SAHP, "d_model", False), "thp_tm": (THPTimeMark, "d_model", False),
+    "lnm_tm": (LogNormMixTimeMark, "hidden_size", True), "rmtpp_tm": (RMTPPTimeMark, "hidden_size", True),
+}
+MODELS = (*NEURAL, "hawkes")
 
 
 def build_model(name: str, num_marks: int, truth: dict[str, Any], hidden: int) -> TPPModel:
-    if name == "nhp":
-        return NHP(num_marks, hidden_size=hidden)
-    if name == "rmtpp":
-        return RMTPP(num_marks, hidden_size=hidden, embedding_size=hidden)
-    if name == "intensity_free":
-        return IntensityFree(num_marks, hidden_size=hidden, embedding_size=hidden)
-    if name == "thp":
-        return THP(num_marks, d_model=hidden)
-    if name == "sahp":
-        return SAHP(num_marks, d_model=hidden)
-    if name == "thp_tm":
-        return THPTimeMark(num_marks, d_model=hidden)
-    if name == "lnm_tm":
-        return LogNormMixTimeMark(num_marks, hidden_size=hidden, embedding_size=hidden)
-    if name == "rmtpp_tm":
-        return RMTPPTimeMark(num_marks, hidden_size=hidden, embedding_size=hidden)
     if name == "hawkes":
         p = truth["parameters"]
         return HawkesModel.from_process(HawkesProcess(p["mu"], p["alpha"], p["beta"])).float()
-    raise ValueError(f"unknown model {name!r}; choose from {list(MODELS)}")
+    if name not in NEURAL:
+        raise ValueError(f"unknown model {name!r}; choose from {list(MODELS)}")
+    cls, width, embedding = NEURAL[name]
+    return cls(num_marks, **{width: hidden}, **({"embedding_size": hidden} if embedding else {}))
 
 
 def score_seconds(c: Any, future_t: np.ndarray, future_m: np.ndarray, cut: np.ndarray, num_marks: int) -> float:
