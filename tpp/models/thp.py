@@ -152,7 +152,7 @@ class THP(SoftplusIntensityTPP):
 
     @torch.no_grad()
     def encode(self, batch: EventBatch) -> TransformerCache:
-        """The :class:`TransformerCache` after the last event of each sequence (each layer's inputs recorded)."""
+        """The :class:`TransformerCache` after the last event of each sequence (each layer's keys and values)."""
         with eval_mode(self):
             batch, origin = self._prepare(batch)
             B, L = batch.times.shape
@@ -168,7 +168,8 @@ class THP(SoftplusIntensityTPP):
                 x = layer(x, src_mask=causal, src_key_padding_mask=padding)
             rows = torch.arange(B, device=x.device)
             last = batch.lengths.to(x.device)
-            return TransformerCache(keys, values, padding, self.head(x[rows, last]), batch.times[rows, last - 1],
+            last_time = torch.where(last > 0, batch.times[rows, (last - 1).clamp_min(0)], origin)     # origin: no event
+            return TransformerCache(keys, values, padding, self.head(x[rows, last]), last_time,
                                     self._initial_horizon(batch, B))
 
     @torch.no_grad()
@@ -274,10 +275,6 @@ def _layer_at_last_position(layer: nn.TransformerEncoderLayer, x: Tensor, keys: 
     of :class:`torch.nn.TransformerEncoderLayer` (evaluation mode, post-norm as THP builds it) for that row of its
     output."""
     attn, D = layer.self_attn, x.shape[-1]
-
-    def attend(u: Tensor) -> Tensor:
-        q = F.linear(u, attn.in_proj_weight[:D], attn.in_proj_bias[:D])
-        return attn.out_proj(cached_attention(q, keys, values, padding, attn.num_heads))
-
-    x = layer.norm1(x + attend(x))
+    q = F.linear(x, attn.in_proj_weight[:D], attn.in_proj_bias[:D])
+    x = layer.norm1(x + attn.out_proj(cached_attention(q, keys, values, padding, attn.num_heads)))
     return layer.norm2(x + layer._ff_block(x))
