@@ -184,20 +184,20 @@ def test_fixed_step_compensator_error() -> None:
 
 
 def test_max_step_keeps_long_gaps_stable() -> None:
-    # a gap of 200 time units in 4 RK4 steps is far outside RK4's stability region; the default max_step (0.5)
+    # a gap of 200 time units in 4 RK4 steps is far outside RK4's stability region; the default max_step (1.0)
     # repairs it, per row: the short sequence keeps its 4 steps, whatever its batch
     data = EventSequences([np.array([1.0, 201.0]), np.array([0.5, 1.2])], [np.array([0, 1]), np.array([1, 2])], K,
                           np.array([[0.0, 202.0], [0.0, 1.5]]))
     batch = make_batch(data, dtype=torch.float64)
     ref = random_model(4, method="dopri5", rtol=1e-9, atol=1e-11).log_likelihood(batch, "full").total
     default = random_model(4)
-    assert default.max_step == 0.5
+    assert default.max_step == 1.0
     fixed = default.log_likelihood(batch, "full").total
     torch.testing.assert_close(fixed[0], ref[0], rtol=1e-5, atol=0)
     alone = default.log_likelihood(make_batch(data, [1], dtype=torch.float64), "full").total
     assert fixed[1] == alone[0]                                         # same steps, same arithmetic
-    assert default._step_multiples(torch.tensor([0.0, 2.0, 2.01, 200.0], dtype=torch.float64)).tolist() == [
-        1, 1, 2, 128]
+    assert default._step_multiples(torch.tensor([0.0, 4.0, 4.01, 200.0], dtype=torch.float64)).tolist() == [
+        1, 1, 2, 64]
     with torch.no_grad():
         plain = random_model(4, max_step=None).log_likelihood(batch, "full").total
     assert not torch.isclose(plain[0], ref[0], rtol=1e-2)
