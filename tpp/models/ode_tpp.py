@@ -191,6 +191,9 @@ class ODETPP(TPPModel):
         if h.shape[0] == 0:
             return h, h.new_zeros(0)
         if self.method in NATIVE_FIXED:
+            # the common case, every interval within steps_per_interval steps of max_step: one read, no grouping
+            if self.max_step is None or float(delta.detach().max()) <= self.steps_per_interval * self.max_step:
+                return self._flow_fixed(h, delta, self.steps_per_interval)
             multiples = self._step_multiples(delta)
             values = torch.unique(multiples).tolist()
             if len(values) == 1:
